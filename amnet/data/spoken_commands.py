@@ -1,0 +1,161 @@
+"""TFDS dataset `spoken_commands`: synthesized voice-assistant commands, generations g0..g5.
+
+Configs are named `<size>_g<generation>` (`tiny_g0`, `small_g3`, `full_g5`, ...). Features
+follow TFDS `librispeech` (`speech`, `text`, `speaker_id`, `id`), plus `intent`. Written as
+array_record, readable with `tfds.data_source` and grain, no TensorFlow needed.
+
+    builder = SpokenCommands(config="small_g0", data_dir="~/tensorflow_datasets")
+    builder.download_and_prepare()
+    source = builder.as_data_source(split="train")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+from tensorflow_datasets.core import shuffle as tfds_shuffle
+
+from amnet.data import recipe
+from amnet.data.grammar import NUM_GENERATIONS
+from amnet.data.speech_synth import TARGET_SAMPLE_RATE, Synthesizer
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSizes:
+    """Utterances per split; `train` counts both fresh and replayed utterances."""
+
+    train: int
+    validation: int
+    test: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSize:
+    base: SplitSizes  # generation 0
+    update: SplitSizes  # each generation 1..5
+    replay_share: float = 0.3  # share of an update's training set replayed from earlier ones
+
+
+SIZES = {
+    "tiny": CorpusSize(base=SplitSizes(48, 12, 12), update=SplitSizes(24, 8, 8)),
+    "small": CorpusSize(base=SplitSizes(6000, 300, 300), update=SplitSizes(1500, 200, 200)),
+    "full": CorpusSize(base=SplitSizes(12000, 1000, 1000), update=SplitSizes(3500, 500, 500)),
+}
+DEFAULT_SEED = 20_261_125
+# TFDS's writer shuffles in memory up to 1 GB and spills to TensorFlow's gfile beyond that.
+# Building must not need TensorFlow, so the in-memory limit is raised: a split is held in
+# memory while it is written (about 1.3 GB for the largest split, full_g0 train).
+SHUFFLE_MEMORY_BYTES = 8 << 30
+
+
+@dataclasses.dataclass(kw_only=True)
+class SpokenCommandsConfig(tfds.core.BuilderConfig):
+    """One corpus generation at one size, with the seed that fixes every example."""
+
+    size: str = "tiny"
+    generation: int = 0
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise ValueError(f"unknown corpus size {self.size!r}; choose from {sorted(SIZES)}")
+        if not 0 <= self.generation < NUM_GENERATIONS:
+            raise ValueError(f"generation must be in [0, {NUM_GENERATIONS}), "
+                             f"got {self.generation}")
+
+
+def make_config(size: str, generation: int, *, seed: int = DEFAULT_SEED) -> SpokenCommandsConfig:
+    """A config named `<size>_g<generation>` (with `_s<seed>` when the seed is not the default)."""
+    name = f"{size}_g{generation}" + ("" if seed == DEFAULT_SEED else f"_s{seed}")
+    return SpokenCommandsConfig(name=name, size=size, generation=generation, seed=seed,
+                                description=f"{size} corpus, generation g{generation}")
+
+
+def make_builder(size: str, generation: int, *, data_dir: str | None = None,
+                 seed: int = DEFAULT_SEED, num_workers: int = 0) -> SpokenCommands:
+    """The builder of one corpus generation (registered config, or a custom one for other seeds)."""
+    config = make_config(size, generation, seed=seed)
+    return SpokenCommands(config=config.name if seed == DEFAULT_SEED else config,
+                          data_dir=data_dir, num_workers=num_workers)
+
+
+def _render_example(plan: recipe.UtterancePlan) -> tuple[str, dict]:
+    return plan.key, {
+        "speech": recipe.render(plan),
+        "text": plan.text,
+        "speaker_id": plan.speaker.speaker_id,
+        "id": plan.key,
+        "intent": plan.intent,
+    }
+
+
+class SpokenCommands(tfds.core.GeneratorBasedBuilder):
+    """Voice-assistant commands spoken by eSpeak NG voices, with noise."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = [make_config(size, g) for size in SIZES for g in range(NUM_GENERATIONS)]
+    DEFAULT_CONFIG_NAME = "small_g0"
+
+    def __init__(self, *, num_workers: int = 0, **kwargs):
+        """`num_workers`: synthesis processes (0: one per core); the data do not depend on it."""
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+        self._num_workers = num_workers or os.cpu_count() or 1
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__.split("\n\n")[0],
+            features=tfds.features.FeaturesDict({
+                "speech": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+                "text": tfds.features.Text(),
+                "speaker_id": np.int64,
+                "id": tfds.features.Text(),
+                "intent": tfds.features.Text(),
+            }),
+            supervised_keys=("speech", "text"),
+            metadata=tfds.core.MetadataDict(sample_rate=TARGET_SAMPLE_RATE),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is synthesized locally
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(tfds_shuffle.MAX_MEM_BUFFER_SIZE,
+                                               SHUFFLE_MEMORY_BYTES)
+        config: SpokenCommandsConfig = self.builder_config
+        size = SIZES[config.size]
+        sizes = size.base if config.generation == 0 else size.update
+        speakers = recipe.speakers_by_split(Synthesizer().variants(), config.seed)
+        self.info.metadata.update(seed=config.seed, generation=config.generation,
+                                  size=config.size,
+                                  speakers={k: len(v) for k, v in speakers.items()})
+        generators = {}
+        for split in recipe.SPLITS:
+            total = getattr(sizes, split)
+            replayed = split == "train" and config.generation > 0
+            replay = round(total * size.replay_share) if replayed else 0
+            plans = recipe.plan_split(generation=config.generation, split=split,
+                                      num_fresh=total - replay, num_replay=replay,
+                                      speakers=speakers[split], seed=config.seed)
+            generators[split] = self._generate_examples(plans)
+        return generators
+
+    def _generate_examples(self, plans: list[recipe.UtterancePlan]):
+        workers = self._num_workers
+        desc = f"synthesizing {plans[0].key.rsplit('-', 1)[0]}"
+        bar = tqdm.tqdm(total=len(plans), desc=desc, unit="utt", leave=False)
+        if workers == 1:
+            for plan in plans:
+                yield _render_example(plan)
+                bar.update()
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for key, example in pool.imap(_render_example, plans, chunksize=16):
+                    yield key, example
+                    bar.update()
+        bar.close()

@@ -1,0 +1,1 @@
+"""Neural diff: small learned model updates (sparse or hashed diffs) and update packages."""
