@@ -5,6 +5,9 @@ grammar), speaker, speaking rate, pitch, padding and noise. `render` turns one p
 and may run in any worker process: its output depends on the plan alone, so the corpus is
 identical whatever the number of workers.
 
+Reproducibility: eSpeak NG carries state from one utterance to the next within a process, so
+plans are rendered in fixed chunks of RENDER_CHUNK, each by a fresh process (`render_chunk`).
+
 Disjointness:
   * sentences: a sentence's split is a function of its text (`sentence_split`), the same in every
     generation, so no test sentence is ever a training sentence of any generation;
@@ -26,6 +29,9 @@ from amnet.data.speech_synth import TARGET_SAMPLE_RATE, Speaker, Synthesizer, al
 from amnet.text import normalize_text
 
 SPLITS = ("train", "validation", "test")
+# Utterances rendered in sequence by one fresh process: part of the corpus definition, since
+# eSpeak NG's output depends on the utterances synthesized before in the same process.
+RENDER_CHUNK = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,16 +156,10 @@ def plan_split(*, generation: int, split: str, num_fresh: int, num_replay: int,
     return plans
 
 
-_SYNTHESIZER: Synthesizer | None = None
-
-
 def render(plan: UtterancePlan) -> np.ndarray:
-    """Speech `[S]` int16 at 16 kHz for `plan` (one synthesizer per process, made lazily)."""
-    global _SYNTHESIZER
-    if _SYNTHESIZER is None:
-        _SYNTHESIZER = Synthesizer()
-    speech = _SYNTHESIZER.synthesize(plan.text, plan.speaker, rate_wpm=plan.rate_wpm,
-                                     pitch=plan.pitch)
+    """Speech `[S]` int16 at 16 kHz for `plan` (depends on the process's earlier utterances)."""
+    speech = Synthesizer().synthesize(plan.text, plan.speaker, rate_wpm=plan.rate_wpm,
+                                      pitch=plan.pitch, seed=plan.noise_seed % 2**31)
     if speech.size == 0:
         raise RuntimeError(f"{plan.key}: eSpeak NG produced no audio for {plan.text!r}")
     speech = np.pad(speech, (plan.pad_before, plan.pad_after))
@@ -168,3 +168,8 @@ def render(plan: UtterancePlan) -> np.ndarray:
     rng = np.random.default_rng(plan.noise_seed)
     noise = noise_lib.colored_noise(rng, speech.size, plan.noise_color)
     return noise_lib.add_noise(speech, noise, plan.snr_db)
+
+
+def render_chunk(plans: Sequence[UtterancePlan]) -> list[np.ndarray]:
+    """Renders consecutive plans in order. Call it in a fresh process for reproducible audio."""
+    return [render(plan) for plan in plans]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import io
 import shutil
 import subprocess
@@ -80,6 +81,9 @@ class _LibraryBackend:
             ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
         self._callback = callback_type(self._collect)  # keep a reference: C holds the pointer
         self._lib.espeak_SetSynthCallback(self._callback)
+        # eSpeak draws noise (breath, aspiration) from its own generator and from libc rand().
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self._libc = ctypes.CDLL(None)
 
     def _collect(self, wav, num_samples, _events) -> int:
         if num_samples > 0:
@@ -89,7 +93,10 @@ class _LibraryBackend:
     def variants(self) -> list[str]:
         return sorted(p.name for p in (self.data_path / "voices" / "!v").iterdir())
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int, pitch: int) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, rate_wpm: int, pitch: int,
+                   seed: int) -> np.ndarray:
+        self._lib.espeak_ng_SetRandSeed(seed)
+        self._libc.srand(seed)
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"eSpeak NG has no voice {voice!r}")
         self._lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
@@ -115,7 +122,9 @@ class _CommandBackend:
                              check=True).stdout.splitlines()[1:]
         return sorted(line.split()[4].removeprefix("!v/") for line in out if line.split())
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int, pitch: int) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, rate_wpm: int, pitch: int,
+                   seed: int) -> np.ndarray:
+        del seed  # the binary seeds itself
         wav = subprocess.run(
             [self._binary, "--stdout", "-v", voice, "-s", str(rate_wpm), "-p", str(pitch), text],
             capture_output=True, check=True).stdout
@@ -125,30 +134,42 @@ class _CommandBackend:
         return samples.astype(np.int16)
 
 
+@functools.cache
+def load_backend() -> _LibraryBackend | _CommandBackend:
+    """The process-wide eSpeak NG backend (the C library keeps global state and one callback)."""
+    try:
+        return _LibraryBackend()
+    except (ImportError, OSError) as lib_error:
+        binary = shutil.which("espeak-ng")
+        if binary is None:
+            raise TTSUnavailableError(
+                "eSpeak NG is not available: install the wheel (`pip install espeakng-loader`, "
+                "part of this package's requirements) or the Debian binary (`apt-get install "
+                f"espeak-ng`). Loading the wheel failed with: {lib_error}") from lib_error
+        return _CommandBackend(binary)
+
+
 class Synthesizer:
-    """Text to 16 kHz int16 speech with eSpeak NG. One per process (the C library is global)."""
+    """Text to 16 kHz int16 speech with eSpeak NG, on the process-wide backend."""
 
     def __init__(self):
-        try:
-            self._backend = _LibraryBackend()
-            self.backend_name = "espeakng-loader"
-        except (ImportError, OSError) as lib_error:
-            binary = shutil.which("espeak-ng")
-            if binary is None:
-                raise TTSUnavailableError(
-                    "eSpeak NG is not available: install the wheel (`pip install espeakng-loader`, "
-                    "part of this package's requirements) or the Debian binary (`apt-get install "
-                    f"espeak-ng`). Loading the wheel failed with: {lib_error}") from lib_error
-            self._backend = _CommandBackend(binary)
-            self.backend_name = "espeak-ng binary"
+        self.backend_name = type(load_backend()).__doc__.split("\n")[0]
 
     def variants(self) -> list[str]:
         """Names of the installed voice variants, sorted."""
-        return self._backend.variants()
+        return load_backend().variants()
 
-    def synthesize(self, text: str, speaker: Speaker, *, rate_wpm: int, pitch: int) -> np.ndarray:
-        """Returns speech `[S]` int16 at 16 kHz for `text` spoken by `speaker`."""
-        raw = self._backend.synthesize(text, speaker.voice, rate_wpm, pitch).astype(np.float64)
+    def synthesize(self, text: str, speaker: Speaker, *, rate_wpm: int, pitch: int,
+                   seed: int = 0) -> np.ndarray:
+        """Returns speech `[S]` int16 at 16 kHz for `text` spoken by `speaker`.
+
+        eSpeak NG keeps state between utterances (its noise generators, echo buffer and pitch
+        flutter run on), so the output depends on what the process synthesized before: a
+        reproducible corpus renders a fixed sequence of utterances in a fresh process (see
+        `recipe.render_chunk`). `seed` seeds eSpeak's noise for this utterance.
+        """
+        backend = load_backend()
+        raw = backend.synthesize(text, speaker.voice, rate_wpm, pitch, seed).astype(np.float64)
         audio = scipy.signal.resample_poly(raw, TARGET_SAMPLE_RATE // 50, ESPEAK_SAMPLE_RATE // 50)
         return np.clip(np.round(audio), -32768, 32767).astype(np.int16)
 

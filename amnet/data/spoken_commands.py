@@ -84,14 +84,14 @@ def make_builder(size: str, generation: int, *, data_dir: str | None = None,
                           data_dir=data_dir, num_workers=num_workers)
 
 
-def _render_example(plan: recipe.UtterancePlan) -> tuple[str, dict]:
-    return plan.key, {
-        "speech": recipe.render(plan),
+def _render_examples(plans: list[recipe.UtterancePlan]) -> list[tuple[str, dict]]:
+    return [(plan.key, {
+        "speech": speech,
         "text": plan.text,
         "speaker_id": plan.speaker.speaker_id,
         "id": plan.key,
         "intent": plan.intent,
-    }
+    }) for plan, speech in zip(plans, recipe.render_chunk(plans), strict=True)]
 
 
 class SpokenCommands(tfds.core.GeneratorBasedBuilder):
@@ -146,16 +146,15 @@ class SpokenCommands(tfds.core.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, plans: list[recipe.UtterancePlan]):
-        workers = self._num_workers
+        chunks = [plans[i: i + recipe.RENDER_CHUNK]
+                  for i in range(0, len(plans), recipe.RENDER_CHUNK)]
+        workers = min(self._num_workers, len(chunks))
         desc = f"synthesizing {plans[0].key.rsplit('-', 1)[0]}"
-        bar = tqdm.tqdm(total=len(plans), desc=desc, unit="utt", leave=False)
-        if workers == 1:
-            for plan in plans:
-                yield _render_example(plan)
-                bar.update()
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for key, example in pool.imap(_render_example, plans, chunksize=16):
-                    yield key, example
-                    bar.update()
-        bar.close()
+        # One fresh process per chunk (maxtasksperchild=1): the audio does not depend on the
+        # number of workers or on what a process rendered before.
+        context = multiprocessing.get_context("spawn")
+        with (context.Pool(workers, maxtasksperchild=1) as pool,
+              tqdm.tqdm(total=len(plans), desc=desc, unit="utt", leave=False) as bar):
+            for examples in pool.imap(_render_examples, chunks):
+                yield from examples
+                bar.update(len(examples))
