@@ -18,6 +18,7 @@ a uniformly chosen earlier generation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 
@@ -136,6 +137,14 @@ BUILTIN_SLOTS: dict[str, Callable[[np.random.Generator], str]] = {
                                           "fluid ounces")),
     "temp_unit": lambda rng: _pick(rng, ("celsius", "fahrenheit", "kelvin")),
 }
+
+
+@functools.cache
+def _builtin_vocabulary(draws: int = 5000) -> frozenset[str]:
+    """Words of the built-in slots, collected from many seeded draws (their spaces are small)."""
+    rng = np.random.default_rng(0)
+    return frozenset(w for slot in BUILTIN_SLOTS.values() for _ in range(draws)
+                     for w in slot(rng).split())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,13 +373,19 @@ class Grammar:
         return fresh
 
     def vocabulary(self) -> set[str]:
-        """All words this generation's grammar can produce (lexicon and template words)."""
-        words = {w for values in self._upto[self.generation].values() for v in values
-                 for w in v.split()}
+        """All words this generation's grammar can produce: template words, slot values (and
+        their possessives where a template has `{slot}'s`), and built-in slot words."""
+        words = set(_builtin_vocabulary())
+        pools = self._upto[self.generation]
         for intent in INTENTS:
-            if intent.generation <= self.generation:
-                for text in intent.templates:
-                    words.update(re.sub(r"\{\w+\}|[()\[\]|]", " ", text).split())
+            if intent.generation > self.generation:
+                continue
+            for text in intent.templates:
+                words.update(re.sub(r"\{\w+\}'s|\{\w+\}|[()\[\]|]", " ", text).split())
+                for slot in _slots_of(text) & set(pools):
+                    words.update(w for v in pools[slot] for w in v.split())
+                    if f"{{{slot}}}'s" in text:
+                        words.update(v.split()[-1] + "'s" for v in pools[slot])
         return words
 
     def sample(self, rng: np.random.Generator, *, fresh: bool = True) -> tuple[str, str]:

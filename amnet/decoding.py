@@ -1,0 +1,191 @@
+"""RNN-T decoding: batched greedy search and frame-synchronous beam search.
+
+Both are written as a per-frame step on an explicit state, so the same code decodes a whole
+utterance (`lax.scan` over encoder frames) or a live stream (one call per 30 ms frame).
+
+Greedy: at each frame, up to `max_symbols_per_frame` times, take the joint's argmax; a blank
+(or an invalid frame) moves on to the next frame, a label is appended and advances the
+prediction network.
+
+Beam: hypotheses `[B, K]`, frame-synchronous. Within a frame each hypothesis emits 0 to
+`max_symbols_per_frame` labels (the best K one-label extensions at each sub-step) and then a
+blank; the blank-terminated candidates are pooled, candidates with the same label sequence
+(compared by a rolling hash) are merged by adding their probabilities, and the best K go on.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from amnet.rnnt import NEG
+from amnet.transducer import Transducer
+
+Params = Any
+
+
+class GreedyState(NamedTuple):
+    pred_proj: jax.Array  # [B, J]
+    pred_carries: Any
+    tokens: jax.Array  # [B, L]
+    lengths: jax.Array  # [B]
+
+
+def _apply(model: Transducer, params: Params, method, *args):
+    return model.apply({"params": params}, *args, method=method)
+
+
+def greedy_init(model: Transducer, params: Params, batch: int, max_length: int) -> GreedyState:
+    blank = model.config.blank
+    _, pred_carries = _apply(model, params, lambda m, b: m.initial_state(b), batch)
+    pred_proj, pred_carries = _apply(model, params, Transducer.predict_step,
+                                     jnp.full((batch,), blank, jnp.int32), pred_carries)
+    return GreedyState(pred_proj, pred_carries, jnp.zeros((batch, max_length), jnp.int32),
+                       jnp.zeros((batch,), jnp.int32))
+
+
+def greedy_step(model: Transducer, params: Params, state: GreedyState, enc_frame: jax.Array,
+                valid: jax.Array, *, max_symbols_per_frame: int = 5) -> GreedyState:
+    """Consumes one encoder frame `[B, J]` (`valid` `[B]` masks finished utterances)."""
+    blank = model.config.blank
+    batch, max_length = state.tokens.shape
+    emitting = valid
+    for _ in range(max_symbols_per_frame):
+        logits = _apply(model, params, Transducer.joint, enc_frame, state.pred_proj)
+        best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        emit = emitting & (best != blank) & (state.lengths < max_length)
+        position = jnp.minimum(state.lengths, max_length - 1)
+        current = state.tokens[jnp.arange(batch), position]
+        tokens = state.tokens.at[jnp.arange(batch), position].set(
+            jnp.where(emit, best, current))
+        pred_proj, pred_carries = _apply(model, params, Transducer.predict_step, best,
+                                         state.pred_carries)
+        keep = lambda new, old: jnp.where(  # noqa: E731
+            emit.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+        state = GreedyState(keep(pred_proj, state.pred_proj),
+                            jax.tree.map(keep, pred_carries, state.pred_carries), tokens,
+                            state.lengths + emit)
+        emitting = emit
+    return state
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("max_symbols_per_frame",
+                                                                  "max_length"))
+def greedy_decode(model: Transducer, params: Params, features: jax.Array, lengths: jax.Array,
+                  *, max_symbols_per_frame: int = 5,
+                  max_length: int = 160) -> tuple[jax.Array, jax.Array]:
+    """features `[B, T, D]`, lengths `[B]` -> tokens `[B, max_length]`, token lengths `[B]`."""
+    enc_proj, _ = _apply(model, params, Transducer.encode, features, lengths)
+    state = greedy_init(model, params, features.shape[0], max_length)
+
+    def step(state, inputs):
+        frame, t = inputs
+        return greedy_step(model, params, state, frame, t < lengths,
+                           max_symbols_per_frame=max_symbols_per_frame), None
+
+    frames = enc_proj.shape[1]
+    state, _ = jax.lax.scan(step, state, (enc_proj.swapaxes(0, 1), jnp.arange(frames)))
+    return state.tokens, state.lengths
+
+
+class BeamState(NamedTuple):
+    scores: jax.Array  # [B, K] log-probabilities
+    hashes: jax.Array  # [B, K] uint32 hash of the label sequence
+    tokens: jax.Array  # [B, K, L]
+    lengths: jax.Array  # [B, K]
+    pred_proj: jax.Array  # [B, K, J]
+    pred_carries: Any  # leaves [B, K, ...]
+
+
+def beam_init(model: Transducer, params: Params, batch: int, beam: int,
+              max_length: int) -> BeamState:
+    greedy = greedy_init(model, params, batch, max_length)
+    tile = lambda x: jnp.repeat(x[:, None], beam, axis=1)  # noqa: E731
+    scores = jnp.where(jnp.arange(beam) == 0, 0.0, NEG)[None].repeat(batch, axis=0)
+    return BeamState(scores, jnp.zeros((batch, beam), jnp.uint32),
+                     jnp.zeros((batch, beam, max_length), jnp.int32),
+                     jnp.zeros((batch, beam), jnp.int32), tile(greedy.pred_proj),
+                     jax.tree.map(tile, greedy.pred_carries))
+
+
+def _gather(state: BeamState, index: jax.Array) -> BeamState:
+    """Selects hypotheses `index` `[B, K']` along axis 1 of every field."""
+    return jax.tree.map(lambda x: jnp.take_along_axis(
+        x, index.reshape(*index.shape, *([1] * (x.ndim - 2))), axis=1), state)
+
+
+def _extend(model: Transducer, params: Params, state: BeamState,
+            label_scores: jax.Array) -> BeamState:
+    """The best K one-label extensions of `state`, given their scores `[B, K, V]`."""
+    batch, beam, max_length = state.tokens.shape
+    scores, flat = jax.lax.top_k(label_scores.reshape(batch, -1), beam)
+    vocab = label_scores.shape[-1]
+    parent, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+    new = _gather(state, parent)
+    at_end = jnp.arange(max_length) == jnp.minimum(new.lengths, max_length - 1)[..., None]
+    flat_carries = jax.tree.map(lambda x: x.reshape(batch * beam, *x.shape[2:]),
+                                new.pred_carries)
+    pred_proj, pred_carries = _apply(model, params, Transducer.predict_step, token.reshape(-1),
+                                     flat_carries)
+    unflat = lambda x: x.reshape(batch, beam, *x.shape[1:])  # noqa: E731
+    return BeamState(scores, new.hashes * jnp.uint32(1_000_003) + token.astype(jnp.uint32) + 1,
+                     jnp.where(at_end, token[..., None], new.tokens), new.lengths + 1,
+                     unflat(pred_proj), jax.tree.map(unflat, pred_carries))
+
+
+def beam_step(model: Transducer, params: Params, state: BeamState, enc_frame: jax.Array,
+              valid: jax.Array, *, max_symbols_per_frame: int = 5) -> BeamState:
+    """Consumes one encoder frame `[B, J]` for all hypotheses.
+
+    Within the frame a hypothesis may emit up to `max_symbols_per_frame` labels before its
+    blank; every blank-terminated candidate joins a pool, whose duplicates (same label
+    sequence) are merged before the best K are kept.
+    """
+    blank = model.config.blank
+    batch, beam, max_length = state.tokens.shape
+    active, pool = state, []
+    for symbol in range(max_symbols_per_frame + 1):
+        logits = _apply(model, params, Transducer.joint, enc_frame[:, None], active.pred_proj)
+        log_probs = jax.nn.log_softmax(logits)  # [B, K, V]
+        pool.append(active._replace(scores=active.scores + log_probs[..., blank]))
+        if symbol == max_symbols_per_frame:
+            break
+        can_emit = (active.lengths < max_length)[..., None] & (jnp.arange(log_probs.shape[-1])
+                                                                != blank)
+        active = _extend(model, params, active,
+                         jnp.where(can_emit, active.scores[..., None] + log_probs, NEG))
+    pool = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *pool)  # [B, K * (S + 1)]
+    size = pool.scores.shape[1]
+    alive = pool.scores > NEG / 2
+    same = (pool.hashes[:, :, None] == pool.hashes[:, None, :]) & alive[:, None, :]
+    earlier_twin = jnp.any(same & (jnp.arange(size)[:, None] > jnp.arange(size))[None], axis=2)
+    merged = jax.nn.logsumexp(jnp.where(same, pool.scores[:, None, :], -jnp.inf), axis=2)
+    scores = jnp.where(earlier_twin | ~alive, NEG, jnp.maximum(merged, NEG))
+    _, best = jax.lax.top_k(scores, beam)
+    new = _gather(pool._replace(scores=scores), best)
+    # Finished utterances (invalid frame) keep their state.
+    return jax.tree.map(lambda n, o: jnp.where(valid.reshape(batch, *([1] * (n.ndim - 1))), n, o),
+                        new, state)
+
+
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("beam", "max_length", "max_symbols_per_frame"))
+def beam_decode(model: Transducer, params: Params, features: jax.Array, lengths: jax.Array, *,
+                beam: int = 4, max_length: int = 160,
+                max_symbols_per_frame: int = 5) -> tuple[jax.Array, jax.Array]:
+    """Best hypothesis per utterance: tokens `[B, max_length]`, token lengths `[B]`."""
+    enc_proj, _ = _apply(model, params, Transducer.encode, features, lengths)
+    state = beam_init(model, params, features.shape[0], beam, max_length)
+
+    def step(state, inputs):
+        frame, t = inputs
+        return beam_step(model, params, state, frame, t < lengths,
+                         max_symbols_per_frame=max_symbols_per_frame), None
+    state, _ = jax.lax.scan(step, state, (enc_proj.swapaxes(0, 1),
+                                          jnp.arange(enc_proj.shape[1])))
+    best = jnp.argmax(state.scores, axis=1)
+    index = jnp.arange(features.shape[0])
+    return state.tokens[index, best], state.lengths[index, best]
