@@ -38,6 +38,12 @@ def _apply(model: Transducer, params: Params, method, *args):
     return model.apply({"params": params}, *args, method=method)
 
 
+def _select(mask: jax.Array, new, old):
+    """Per-hypothesis choice between two pytrees; `mask` covers their leading axes."""
+    return jax.tree.map(lambda n, o: jnp.where(
+        mask.reshape(*mask.shape, *([1] * (n.ndim - mask.ndim))), n, o), new, old)
+
+
 def greedy_init(model: Transducer, params: Params, batch: int, max_length: int) -> GreedyState:
     blank = model.config.blank
     _, pred_carries = _apply(model, params, lambda m, b: m.initial_state(b), batch)
@@ -63,10 +69,8 @@ def greedy_step(model: Transducer, params: Params, state: GreedyState, enc_frame
             jnp.where(emit, best, current))
         pred_proj, pred_carries = _apply(model, params, Transducer.predict_step, best,
                                          state.pred_carries)
-        keep = lambda new, old: jnp.where(  # noqa: E731
-            emit.reshape(-1, *([1] * (new.ndim - 1))), new, old)
-        state = GreedyState(keep(pred_proj, state.pred_proj),
-                            jax.tree.map(keep, pred_carries, state.pred_carries), tokens,
+        state = GreedyState(_select(emit, pred_proj, state.pred_proj),
+                            _select(emit, pred_carries, state.pred_carries), tokens,
                             state.lengths + emit)
         emitting = emit
     return state
@@ -166,9 +170,7 @@ def beam_step(model: Transducer, params: Params, state: BeamState, enc_frame: ja
     scores = jnp.where(earlier_twin | ~alive, NEG, jnp.maximum(merged, NEG))
     _, best = jax.lax.top_k(scores, beam)
     new = _gather(pool._replace(scores=scores), best)
-    # Finished utterances (invalid frame) keep their state.
-    return jax.tree.map(lambda n, o: jnp.where(valid.reshape(batch, *([1] * (n.ndim - 1))), n, o),
-                        new, state)
+    return _select(valid, new, state)  # finished utterances (invalid frame) keep their state
 
 
 @functools.partial(jax.jit, static_argnums=(0,),
