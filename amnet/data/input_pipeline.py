@@ -31,6 +31,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from amnet.text import Tokenizer, TranscriptError
 
@@ -69,23 +70,38 @@ class PipelineConfig:
             raise ValueError(f"buckets must be a non-empty ascending list, got {self.buckets}")
 
 
+def prepared_dir(name: str, data_dir: str | Path | None) -> epath.Path | None:
+    """Newest prepared version directory of TFDS dataset `name` (`ds` or `ds/config`)."""
+    root = epath.Path(data_dir or tfds.core.constants.DATA_DIR) / name
+    if not root.is_dir():
+        return None
+    versions = [d for d in root.iterdir() if (d / "dataset_info.json").exists()
+                and d.name.replace(".", "").isdigit()]
+    return max(versions, key=lambda d: tuple(int(x) for x in d.name.split("."))) \
+        if versions else None
+
+
 def open_source(name: str, split: str, data_dir: str | Path | None, *,
                 sample_rate: int = 16_000):
     """Opens a prepared TFDS dataset as a random-access data source (array_record).
+
+    The dataset is read from its directory (`tfds.builder_from_directory`): no builder code,
+    and no TensorFlow, is needed to read it.
 
     Raises:
       DataError: the dataset is not prepared under `data_dir`, is not array_record, lacks the
         split, or has another sample rate than `sample_rate`.
     """
-    import amnet.data.spoken_commands  # noqa: F401  (registers the embedded corpus)
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise DataError(f"unknown dataset {name!r}: {e}") from e
-    if not builder.is_prepared():
-        raise DataError(f"dataset {name!r} is not prepared under data dir {builder.data_dir!r}; "
+    directory = prepared_dir(name, data_dir)
+    if directory is None:
+        where = data_dir or tfds.core.constants.DATA_DIR
+        raise DataError(f"dataset {name!r} is not prepared under data dir {str(where)!r}; "
                         "build it first (python -m experiments.build_corpus) or fix --data_dir")
+    builder = tfds.builder_from_directory(str(directory))
+    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+        raise DataError(f"dataset {name!r} in {directory} is stored as "
+                        f"{builder.info.file_format.value}; random access needs array_record "
+                        "(convert with `tfds convert_format --out_file_format=array_record`)")
     if split not in builder.info.splits:
         raise DataError(f"dataset {name!r} has no split {split!r}; it has "
                         f"{sorted(builder.info.splits)}")

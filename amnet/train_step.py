@@ -1,0 +1,149 @@
+"""Train and eval steps, data parallel over a `('data',)` device mesh.
+
+The train step is `jit(shard_map(per_device_step))`: each device featurizes and runs the model
+on its rows of the global batch, and gradients are averaged with `pmean` (pmap's semantics on
+JAX's supported API). The loss is the weight-averaged per-utterance RNN-T cost over the global
+batch, so the update does not depend on how rows are spread over devices; SpecAugment draws one
+key per global row for the same reason.
+
+Batches: dicts of process-local rows from `amnet.data.input_pipeline` (audio `[b, S]`,
+audio_lengths `[b]`, tokens `[b, U]`, token_lengths `[b]`, weights `[b]`); `global_batch`
+assembles the process-local rows of all processes into arrays sharded over the mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from amnet import decoding, frontend
+from amnet.transducer import Transducer
+
+DEVICE_KEYS = ("audio", "audio_lengths", "tokens", "token_lengths", "weights")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data; step keys are fold_in(rng, step)
+
+
+def make_mesh(num_devices: int = -1) -> Mesh:
+    """A 1-D `('data',)` mesh over the first `num_devices` devices (-1: all, every process)."""
+    devices = jax.devices()
+    count = len(devices) if num_devices == -1 else num_devices
+    if not 0 < count <= len(devices):
+        raise ValueError(f"asked for {num_devices} devices, {len(devices)} exist")
+    # Auto axis: outside shard_map (decoding, evaluation) XLA's partitioner shards the batch.
+    return jax.make_mesh((count,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices[:count])
+
+
+def create_train_state(model: Transducer, optimizer: optax.GradientTransformation,
+                       bucket: tuple[int, int], frontend_config: frontend.FrontendConfig,
+                       seed: int, mesh: Mesh) -> TrainState:
+    """Initializes parameters (shapes from one `(samples, tokens)` bucket), replicated."""
+    key = jax.random.key(seed)
+    samples, tokens = bucket
+    frames = int(frontend.num_frames(samples, frontend_config)) // frontend_config.stack
+    features = jnp.zeros((1, frames, frontend_config.num_mels * frontend_config.stack))
+    init = lambda k: model.init(k, features, jnp.full((1,), frames),  # noqa: E731
+                                jnp.ones((1, tokens), jnp.int32),
+                                jnp.full((1,), tokens))["params"]
+    replicated = NamedSharding(mesh, P())
+    params = jax.jit(init, out_shardings=replicated)(jax.random.fold_in(key, 0))
+    opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
+    return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+                      opt_state=opt_state,
+                      rng=jax.device_put(jax.random.key_data(jax.random.fold_in(key, 1)),
+                                         replicated))
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Process-local rows -> global arrays sharded along `data` (device fields only)."""
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in DEVICE_KEYS}
+
+
+def local_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a `data`-sharded global array, in batch order."""
+    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def _augment(rng: jax.Array, features: jax.Array, lengths: jax.Array, rows: jax.Array,
+             config: frontend.SpecAugmentConfig) -> jax.Array:
+    """SpecAugment with one key per global row (independent of the device layout)."""
+    keys = jax.vmap(lambda r: jax.random.fold_in(rng, r))(rows)
+    return jax.vmap(lambda k, f, n: frontend.spec_augment(k, f[None], n[None], config)[0])(
+        keys, features, lengths)
+
+
+def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    frontend_config: frontend.FrontendConfig,
+                    augment: frontend.SpecAugmentConfig | None,
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated."""
+
+    def per_device(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        local_rows_count = batch["weights"].shape[0]
+        rows = jax.lax.axis_index("data") * local_rows_count + jnp.arange(local_rows_count)
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def loss_sum(params):
+            features, lengths = frontend.log_mel(batch["audio"], batch["audio_lengths"],
+                                                 frontend_config)
+            if augment is not None:
+                features = _augment(step_key, features, lengths, rows, augment)
+            features, lengths = frontend.stack_frames(features, lengths, frontend_config.stack)
+            costs = model.apply({"params": params}, features, lengths, batch["tokens"],
+                                batch["token_lengths"])
+            return jnp.sum(costs * batch["weights"])
+
+        local_loss, grads = jax.value_and_grad(loss_sum)(state.params)
+        total_weight = jax.lax.psum(jnp.sum(batch["weights"]), "data")
+        devices = jax.lax.psum(1, "data")
+        grads = jax.lax.pmean(jax.tree.map(lambda g: g * (devices / total_weight), grads), "data")
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        samples = jnp.sum(batch["audio_lengths"] * batch["weights"])
+        metrics = {
+            "loss": jax.lax.psum(local_loss, "data") / total_weight,
+            "grad_norm": optax.global_norm(grads),
+            "utterances": total_weight,
+            "audio_seconds": jax.lax.psum(samples, "data") / frontend_config.sample_rate,
+        }
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    # check_vma=False: the model's zero initial LSTM carries are device-invariant while the
+    # scanned states vary per device; every cross-device value above goes through psum/pmean.
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                            out_specs=(P(), P()), check_vma=False)
+    return jax.jit(sharded, donate_argnums=0)
+
+
+def make_decoder(model: Transducer, frontend_config: frontend.FrontendConfig, *, beam: int,
+                 max_length: int, max_symbols_per_frame: int):
+    """Returns `decode(params, global_batch) -> (tokens, lengths)`; beam 0 means greedy."""
+
+    def decode(params, batch):
+        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
+                                               frontend_config)
+        if beam:
+            return decoding.beam_decode(model, params, features, lengths, beam=beam,
+                                        max_length=max_length,
+                                        max_symbols_per_frame=max_symbols_per_frame)
+        return decoding.greedy_decode(model, params, features, lengths, max_length=max_length,
+                                      max_symbols_per_frame=max_symbols_per_frame)
+
+    return jax.jit(decode)

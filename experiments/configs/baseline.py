@@ -1,0 +1,106 @@
+"""Single-encoder dense RNN-T baseline.
+
+    python -m experiments.train --config=experiments/configs/baseline.py:small --workdir=runs/x
+    ... --config.train.steps=2000 --config.model.encoder_hidden=256   (overrides)
+
+Presets: `tiny` (tests), `small` (the demo, ~12 minutes on a 2-core CPU), `full` (the full
+embedded corpus), `librispeech` (a prepared TFDS librispeech in array_record).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(preset: str = "small") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "spoken_commands/small_g0"  # TFDS name/config; the embedded corpus builds itself
+    c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.test_split = "test"
+    c.data.tokenizer = "char"  # or a sentencepiece model path
+    c.data.buckets = ((48_000, 64), (80_000, 96), (160_000, 160))  # (samples, tokens)
+    c.data.bad_example_policy = "error"
+    c.data.num_threads = 2
+    c.data.prefetch_batches = 4
+
+    c.frontend = ml_collections.ConfigDict()
+    c.frontend.num_mels = 80
+    c.frontend.stack = 3
+    c.frontend.spec_augment = True
+    c.frontend.num_freq_masks = 2
+    c.frontend.max_freq_width = 15
+    c.frontend.num_time_masks = 2
+    c.frontend.max_time_ratio = 0.05
+
+    c.model = ml_collections.ConfigDict()
+    c.model.encoder_layers = 3
+    c.model.encoder_hidden = 256
+    c.model.encoder_projection = config_dict.placeholder(int)
+    c.model.embed_dim = 64
+    c.model.predictor_layers = 1
+    c.model.predictor_hidden = 256
+    c.model.joint_dim = 256
+    c.model.dtype = "float32"  # "bfloat16": bf16 matmuls, fp32 params and loss
+    c.model.loss_frames_per_chunk = 1  # 1 on CPU; 5-10 on GPU/TPU (docs/rnnt.md)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 1.5e-3
+    c.optimizer.warmup_steps = 200
+    c.optimizer.end_ratio = 0.05
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.98
+    c.optimizer.weight_decay = 1e-6
+    c.optimizer.clip_norm = 1.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1600
+    c.train.global_batch_size = 32
+    c.train.num_devices = -1  # -1: every device of every process
+    c.train.log_every = 25
+    c.train.eval_every = 400
+    c.train.eval_batches = -1  # validation batches per periodic eval (-1: all)
+    c.train.checkpoint_every = 200
+    c.train.keep_checkpoints = 3
+    c.train.keep_best = 1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 32
+    c.eval.beam = 4
+    c.eval.max_symbols_per_frame = 5
+    c.eval.max_length = 160
+
+    if preset == "tiny":
+        c.data.name = "spoken_commands/tiny_g0"
+        c.data.buckets = ((48_000, 64), (96_000, 128))
+        c.model.update(encoder_layers=1, encoder_hidden=32, embed_dim=8, predictor_hidden=32,
+                       joint_dim=32)
+        c.optimizer.warmup_steps = 5
+        c.optimizer.learning_rate = 3e-3
+        c.train.update(steps=12, global_batch_size=8, log_every=2, eval_every=6,
+                       checkpoint_every=4, eval_batches=1)
+        c.eval.update(batch_size=8, beam=2, max_length=96)
+    elif preset == "full":
+        c.data.name = "spoken_commands/full_g0"
+        c.model.update(encoder_hidden=320, predictor_hidden=320, joint_dim=320)
+        c.train.update(steps=20_000, global_batch_size=64, eval_every=2000, checkpoint_every=1000)
+    elif preset == "librispeech":
+        c.data.name = "librispeech"
+        c.data.train_split = "train_clean100"
+        c.data.eval_split = "dev_clean"
+        c.data.test_split = "test_clean"
+        c.data.buckets = ((160_000, 256), (320_000, 448), (560_000, 640))
+        c.model.update(encoder_layers=5, encoder_hidden=1024, encoder_projection=640,
+                       embed_dim=256, predictor_layers=2, predictor_hidden=1024, joint_dim=640,
+                       dtype="bfloat16", loss_frames_per_chunk=8)
+        c.optimizer.update(learning_rate=1e-3, warmup_steps=5000)
+        c.train.update(steps=200_000, global_batch_size=512, eval_every=5000,
+                       checkpoint_every=2500)
+        c.eval.update(batch_size=128, beam=8, max_length=640)
+    elif preset != "small":
+        raise ValueError(f"unknown preset {preset!r}; choose tiny, small, full or librispeech")
+    return c

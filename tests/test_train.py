@@ -1,0 +1,180 @@
+"""Training system: the real entry point, data parallelism, multi-process, kill and resume."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from amnet.metric_writers import read_metrics
+from tests.conftest import tiny_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = f"{ROOT}/experiments/configs/baseline.py:tiny"
+
+
+def _train_command(workdir, data_dir, *extra):
+    return [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
+            f"--workdir={workdir}", f"--config.data.name={tiny_name(0)}",
+            f"--config.data.data_dir={data_dir}", *extra]
+
+
+def _env(devices=1):
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "JAX_PLATFORMS": "cpu"}
+
+
+def _run(command, devices=1, check=True):
+    out = subprocess.run(command, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                         timeout=600)
+    if check and out.returncode:
+        raise AssertionError(f"{command} failed:\n{out.stderr[-4000:]}")
+    return out
+
+
+def _final_params(workdir):
+    latest = Path(workdir) / "checkpoints" / "latest"
+    step = max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+    single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    checkpointer = ocp.StandardCheckpointer()
+    path = latest / str(step) / "state"
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=single),
+                          checkpointer.metadata(path).item_metadata)
+    return step, checkpointer.restore(path, target)["params"]
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in sorted(tree.items()):
+            yield from _leaves(value, f"{prefix}/{key}")
+    else:
+        yield prefix, np.asarray(tree)
+
+
+def test_tiny_config_trains_through_the_entry_point(tiny_data_dir, tmp_path):
+    """Loss falls by at least 2x in 24 steps; the run dir has config, metrics, events, results."""
+    _run(_train_command(tmp_path / "run", tiny_data_dir, "--config.train.steps=24"))
+    records = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert records[-1]["loss"] < records[0]["loss"] / 2, records
+    assert all(r["utterances_per_s"] > 0 and r["audio_seconds_per_s"] > 0 for r in records)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["steps"] == 24 and config["data"]["name"] == tiny_name(0)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"test_wer_greedy", "test_wer_beam"} <= set(results) and results["step"] == 24
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "checkpoints" / "best").iterdir()
+
+
+def test_killed_run_resumes_to_identical_params(tiny_data_dir, tmp_path):
+    steps = ["--config.train.steps=40", "--config.train.checkpoint_every=3",
+             "--config.train.eval_every=100"]
+    _run(_train_command(tmp_path / "whole", tiny_data_dir, *steps))
+    process = subprocess.Popen(_train_command(tmp_path / "killed", tiny_data_dir, *steps),
+                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "checkpoints" / "latest" / "3"
+    deadline = time.time() + 300
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    _run(_train_command(tmp_path / "killed", tiny_data_dir, *steps, "--resume"))
+    step_a, whole = _final_params(tmp_path / "whole")
+    step_b, resumed = _final_params(tmp_path / "killed")
+    assert step_a == step_b == 40
+    for (name, a), (_, b) in zip(_leaves(whole), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+DP_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from amnet import frontend, optim, train_step
+from amnet.transducer import Transducer, TransducerConfig
+from experiments.configs.baseline import get_config
+config = get_config("tiny")
+devices = int(sys.argv[1])
+mesh = train_step.make_mesh(devices)
+model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))
+optimizer = optim.make_optimizer(config.optimizer, 10)
+front = frontend.FrontendConfig()
+state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
+rng = np.random.default_rng(0)
+batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
+         "audio_lengths": rng.integers(6000, 16000, 8).astype(np.int32),
+         "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
+         "token_lengths": rng.integers(3, 12, 8).astype(np.int32),
+         "weights": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)}
+step = train_step.make_train_step(model, optimizer, mesh, front, frontend.SpecAugmentConfig())
+for _ in range(2):
+    state, metrics = step(state, train_step.global_batch(batch, mesh))
+leaves = jax.tree.leaves(jax.device_get(state.params))
+print(json.dumps({"loss": float(metrics["loss"]),
+                  "params": [leaf.ravel()[:50].tolist() for leaf in leaves]}))
+"""
+
+
+def test_data_parallel_step_equals_single_device():
+    """Two steps on 1 device vs the same global batch on 4 devices (SpecAugment on)."""
+    one = json.loads(_run([sys.executable, "-c", DP_SCRIPT, "1"], devices=4).stdout)
+    four = json.loads(_run([sys.executable, "-c", DP_SCRIPT, "4"], devices=4).stdout)
+    assert one["loss"] == pytest.approx(four["loss"], rel=1e-5)
+    for a, b in zip(one["params"], four["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp_path):
+    steps = ["--config.train.steps=4", "--config.train.eval_every=100",
+             "--config.train.checkpoint_every=100"]
+    _run(_train_command(tmp_path / "single", tiny_data_dir, *steps), devices=4)
+    port = _free_port()
+    processes = [subprocess.Popen(
+        _train_command(tmp_path / "multi", tiny_data_dir, *steps, "--distributed",
+                       f"--coordinator=localhost:{port}", "--num_processes=2",
+                       f"--process_id={i}"),
+        cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    _, single = _final_params(tmp_path / "single")
+    _, multi = _final_params(tmp_path / "multi")
+    for (name, a), (_, b) in zip(_leaves(single), _leaves(multi), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.train.no_such_key=1"], "no_such_key"),
+    (["--config.train.global_batch_size=6"], "not divisible by the 4 devices"),
+    (["--config.data.name=librispeech"], "not prepared under data dir"),
+])
+def test_bad_configurations_are_named(tiny_data_dir, tmp_path, extra, message):
+    out = _run(_train_command(tmp_path / "run", tiny_data_dir, *extra), devices=4, check=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]
+
+
+def test_run_dir_is_never_overwritten_or_mixed(tiny_data_dir, tmp_path):
+    steps = ["--config.train.steps=2", "--config.train.eval_every=100"]
+    _run(_train_command(tmp_path / "run", tiny_data_dir, *steps))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = _run(_train_command(tmp_path / "run", tiny_data_dir, *steps), check=False)
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    other = _run(_train_command(tmp_path / "run", tiny_data_dir, *steps, "--resume",
+                                "--config.model.encoder_hidden=48"), check=False)
+    assert other.returncode != 0 and "differs" in other.stderr and "model" in other.stderr
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert before == after
