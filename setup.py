@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.14,<2",
     "sentencepiece>=0.2,<0.3",
     "tqdm>=4.66,<5",
+    "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
 ]
 
 EXTRAS_REQUIRE = {

@@ -1,25 +1,31 @@
 r"""The main job on the embedded corpus (`make demo`).
 
-Today: builds the `small` corpus (generation g0 for training, g1 for the first update) and
-prints its statistics, then shows one batch from the input pipeline and the frontend's output
-shapes. Later stages (training, AmNet, neural diff) extend this script.
+1. Builds the `small` spoken-commands corpus (g0 for training, g1 for the first update) and
+   prints its statistics.
+2. Trains the single-encoder dense RNN-T baseline (`experiments/configs/baseline.py:small`)
+   and prints its test WER, greedy and beam.
+
+Re-running it reuses what exists: the corpus, and the run in --workdir (a finished run is
+reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import jax
-import numpy as np
 from absl import app, flags, logging
 
-from amnet import frontend
-from amnet.data import corpus_report, input_pipeline, spoken_commands
-from amnet.text import CharTokenizer
+from amnet import trainer
+from amnet.data import corpus_report, spoken_commands
+from experiments.configs import baseline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory of the baseline.")
 _SIZE = flags.DEFINE_enum("size", "small", sorted(spoken_commands.SIZES), "Corpus size.")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: the small preset's).")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -28,24 +34,26 @@ def main(argv: Sequence[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     start = time.perf_counter()
     print(corpus_report.build_and_describe(_SIZE.value, [0, 1], _DATA_DIR.value))
-    print(f"\ncorpus ready in {time.perf_counter() - start:.0f} s")
+    print(f"\ncorpus ready in {time.perf_counter() - start:.0f} s\n")
 
-    tokenizer = CharTokenizer()
-    config = input_pipeline.PipelineConfig(global_batch_size=16, num_epochs=1)
-    source = input_pipeline.open_source(f"spoken_commands/{_SIZE.value}_g0", "train",
-                                        _DATA_DIR.value)
-    report = input_pipeline.scan(source, tokenizer, config)
-    plan = input_pipeline.BatchPlan(report, config)
-    batch = next(iter(input_pipeline.make_dataset(source, tokenizer, report, config)))
-    features, lengths = jax.jit(frontend.featurize)(batch["audio"], batch["audio_lengths"])
-    used = batch["audio_lengths"].sum() / batch["audio"].size
-    print(f"\ninput pipeline: {len(report.indices)} usable of {report.total} training examples "
-          f"({report.num_bad} skipped), {plan.batches_per_epoch} batches/epoch over buckets "
-          f"{list(config.buckets)}")
-    print(f"first batch: audio {batch['audio'].shape} ({used:.0%} real samples), "
-          f"tokens {batch['tokens'].shape} -> encoder features {features.shape}, "
-          f"frames {np.asarray(lengths).tolist()}")
-    print(f"  {batch['ids'][0]}: {tokenizer.decode(batch['tokens'][0])!r}")
+    config = baseline.get_config("small")
+    config.data.name = f"spoken_commands/{_SIZE.value}_g0"
+    config.data.data_dir = _DATA_DIR.value
+    if _STEPS.value:
+        config.train.steps = _STEPS.value
+    workdir = Path(_WORKDIR.value)
+    results_file = workdir / "results.json"
+    if results_file.exists():
+        print(f"{workdir} holds a finished run (rm -rf {workdir} to train again)")
+        results = json.loads(results_file.read_text())
+    else:
+        resume = (workdir / "config.json").exists()
+        print(f"{'resuming' if resume else 'training'} the dense RNN-T baseline in {workdir}: "
+              f"{config.train.steps} steps of {config.train.global_batch_size} utterances")
+        results = trainer.train_and_evaluate(config, str(workdir), resume=resume)
+    print(f"\ntest WER on {results['test_words_greedy']} words: "
+          f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}")
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} minutes")
 
 
 if __name__ == "__main__":

@@ -6,31 +6,19 @@ r"""Train and evaluate an RNN-T (absl flags + ml_collections config).
 Multi-host (Cloud TPU, multi-node GPU): add --distributed; every process runs the same command,
 `jax.distributed.initialize()` finds its peers (on TPU from the environment; elsewhere from
 --coordinator/--num_processes/--process_id). Each process reads its rows of every global batch.
-
-The run directory receives: config.json (the resolved config), metrics.jsonl, tensorboard/,
-checkpoints/{latest,best}/, results.json (final test WER, greedy and beam).
+See amnet/trainer.py for what the run directory receives, docs/training.md for recipes.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
-import ml_collections
-import numpy as np
-import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from amnet import checkpointing, frontend, metrics, optim, train_step
-from amnet.data import input_pipeline, spoken_commands
-from amnet.metric_writers import MetricWriter
-from amnet.text import CharTokenizer, SentencePieceTokenizer
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
@@ -42,205 +30,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (off-TPU).")
 _STOP_AFTER = flags.DEFINE_integer("stop_after", None, "Exit after this step (for tests of "
                                    "interrupted runs); the run can be --resume'd.")
-
-_EMBEDDED = re.compile(r"spoken_commands/(?P<size>\w+?)_g(?P<generation>\d)(?:_s(?P<seed>\d+))?$")
-
-
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked."""
-
-
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransducerConfig:
-    return TransducerConfig(input_dim=config.frontend.num_mels * config.frontend.stack,
-                            vocab_size=vocab_size, **config.model.to_dict())
-
-
-def frontend_configs(config: ml_collections.ConfigDict):
-    f = config.frontend
-    augment = (frontend.SpecAugmentConfig(f.num_freq_masks, f.max_freq_width, f.num_time_masks,
-                                          f.max_time_ratio) if f.spec_augment else None)
-    return frontend.FrontendConfig(num_mels=f.num_mels, stack=f.stack), augment
-
-
-def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:
-    """Creates the run dir and stores the config; refuses to mix runs (nothing is overwritten).
-
-    Every process checks before process 0 writes, so that all agree on what they found.
-    """
-    stored = workdir / "config.json"
-    if stored.exists():
-        if not resume:
-            raise RunDirError(f"run directory {workdir} already holds a run; pass --resume to "
-                              "continue it or choose another --workdir")
-        previous = json.loads(stored.read_text())
-        current = json.loads(config.to_json())
-        changed = sorted(k for k in ("data", "frontend", "model", "optimizer", "seed")
-                         if previous.get(k) != current.get(k))
-        if changed:
-            raise RunDirError(f"--resume with a config that differs from {stored} in {changed}")
-        return
-    if resume:
-        raise RunDirError(f"--resume: no run in {workdir} (no config.json)")
-    _sync("run directory checked")
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        stored.write_text(config.to_json(indent=2))
-    _sync("run directory written")
-
-
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def open_dataset(config: ml_collections.ConfigDict, split: str):
-    """The split's data source; the embedded corpus is built first when missing."""
-    match = _EMBEDDED.match(config.data.name)
-    if match:
-        size, generation = match["size"], int(match["generation"])
-        seed = int(match["seed"]) if match["seed"] else spoken_commands.DEFAULT_SEED
-        builder = spoken_commands.make_builder(size, generation, data_dir=config.data.data_dir,
-                                               seed=seed)
-        if not builder.is_prepared():
-            logging.info("building %s", config.data.name)
-            builder.download_and_prepare()
-    return input_pipeline.open_source(config.data.name, split, config.data.data_dir)
-
-
-def make_tokenizer(config: ml_collections.ConfigDict):
-    if config.data.tokenizer == "char":
-        return CharTokenizer()
-    return SentencePieceTokenizer(config.data.tokenizer)
-
-
-def pipeline_config(config: ml_collections.ConfigDict, *, batch_size: int, train: bool):
-    return input_pipeline.PipelineConfig(
-        buckets=tuple(tuple(b) for b in config.data.buckets), global_batch_size=batch_size,
-        seed=config.seed, shuffle=train, num_epochs=None if train else 1,
-        bad_example_policy=config.data.bad_example_policy, num_threads=config.data.num_threads,
-        prefetch_batches=config.data.prefetch_batches)
-
-
-def evaluate(decode, params, source, tokenizer, config, mesh, *, max_batches: int = -1,
-             ) -> metrics.ErrorCounts:
-    """Word errors of `decode` on a split (this process's rows, pooled over processes)."""
-    pipe = pipeline_config(config, batch_size=config.eval.batch_size, train=False)
-    report = input_pipeline.scan(source, tokenizer, pipe)
-    counts = metrics.ErrorCounts()
-    for i, batch in enumerate(input_pipeline.make_dataset(
-            source, tokenizer, report, pipe, process_index=jax.process_index(),
-            process_count=jax.process_count())):
-        if i == max_batches:
-            break
-        tokens, lengths = decode(params, train_step.global_batch(batch, mesh))
-        tokens, lengths = train_step.local_rows(tokens), train_step.local_rows(lengths)
-        rows = np.flatnonzero(batch["weights"])
-        refs = [tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]) for r in rows]
-        hyps = [tokenizer.decode(tokens[r, : lengths[r]]) for r in rows]
-        counts = counts + metrics.word_errors(refs, hyps)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        gathered = multihost_utils.process_allgather(np.array(
-            [counts.substitutions, counts.deletions, counts.insertions, counts.reference_length]))
-        counts = metrics.ErrorCounts(*(int(x) for x in np.asarray(gathered).sum(axis=0)))
-    return counts
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
-                       stop_after: int | None = None) -> dict:
-    """The whole run; returns the final results (also written to results.json)."""
-    workdir = Path(workdir)
-    mesh = train_step.make_mesh(config.train.num_devices)
-    devices = mesh.devices.size
-    if config.train.global_batch_size % devices:
-        raise ValueError(f"global batch size {config.train.global_batch_size} is not divisible "
-                         f"by the {devices} devices of the mesh")
-    if config.eval.batch_size % devices:
-        raise ValueError(f"eval batch size {config.eval.batch_size} is not divisible by the "
-                         f"{devices} devices of the mesh")
-    prepare_run_dir(workdir, config, resume)
-    tokenizer = make_tokenizer(config)
-    front, augment = frontend_configs(config)
-    model = Transducer(model_config(config, tokenizer.vocab_size))
-    optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
-    process, processes = jax.process_index(), jax.process_count()
-
-    train_source = open_dataset(config, config.data.train_split)
-    eval_source = open_dataset(config, config.data.eval_split)
-    train_pipe = pipeline_config(config, batch_size=config.train.global_batch_size, train=True)
-    report = input_pipeline.scan(train_source, tokenizer, train_pipe)
-    iterator = iter(input_pipeline.make_dataset(train_source, tokenizer, report, train_pipe,
-                                                process_index=process, process_count=processes))
-    state = train_step.create_train_state(model, optimizer, train_pipe.buckets[0], front,
-                                          config.seed, mesh)
-    meta = {"model": json.loads(config.model.to_json()),
-            "frontend": json.loads(config.frontend.to_json()), "vocab_size": tokenizer.vocab_size}
-    checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                              keep_best=config.train.keep_best)
-    if resume:
-        restored = checkpointer.restore_latest(state, meta)
-        if restored is not None:
-            state, data_state = restored
-            iterator.set_state(data_state)
-    step_fn = train_step.make_train_step(model, optimizer, mesh, front, augment)
-    decode_greedy = train_step.make_decoder(model, front, beam=0,
-                                            max_length=config.eval.max_length,
-                                            max_symbols_per_frame=config.eval.max_symbols_per_frame)
-    writer = MetricWriter(workdir, enabled=process == 0)
-    start = int(state.step)
-    last_end = min(config.train.steps, stop_after) if stop_after else config.train.steps
-    bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
-                    disable=process != 0, dynamic_ncols=True)
-    window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-    for step in range(start + 1, last_end + 1):
-        batch = next(iterator)
-        state, step_metrics = step_fn(state, train_step.global_batch(batch, mesh))
-        window["utterances"] += float(step_metrics["utterances"])
-        window["audio_seconds"] += float(step_metrics["audio_seconds"])
-        bar.update()
-        if step % config.train.log_every == 0 or step == last_end:
-            elapsed = time.perf_counter() - window["time"]
-            scalars = {"loss": step_metrics["loss"], "grad_norm": step_metrics["grad_norm"],
-                       "learning_rate": optim.learning_rate_schedule(config.optimizer,
-                                                                     config.train.steps)(step),
-                       "utterances_per_s": window["utterances"] / elapsed,
-                       "audio_seconds_per_s": window["audio_seconds"] / elapsed}
-            writer.write(step, scalars)
-            bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
-                            utt_s=f"{scalars['utterances_per_s']:.1f}")
-            window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-        wer = None
-        if step % config.train.eval_every == 0 or step == config.train.steps:
-            counts = evaluate(decode_greedy, state.params, eval_source, tokenizer, config, mesh,
-                              max_batches=config.train.eval_batches)
-            wer = counts.rate
-            writer.write(step, {"eval/wer_greedy": wer})
-            if process == 0:
-                bar.write(f"step {step}: validation greedy WER {wer:.2%}")
-        if step % config.train.checkpoint_every == 0 or step == last_end or wer is not None:
-            checkpointer.save(step, state, iterator.get_state(), meta, wer=wer)
-    bar.close()
-    checkpointer.wait()
-    results = {"step": int(state.step)}
-    if int(state.step) == config.train.steps:
-        test_source = open_dataset(config, config.data.test_split)
-        decode_beam = train_step.make_decoder(
-            model, front, beam=config.eval.beam, max_length=config.eval.max_length,
-            max_symbols_per_frame=config.eval.max_symbols_per_frame)
-        for name, decode in (("greedy", decode_greedy), ("beam", decode_beam)):
-            counts = evaluate(decode, state.params, test_source, tokenizer, config, mesh)
-            results[f"test_wer_{name}"] = counts.rate
-            results[f"test_words_{name}"] = counts.reference_length
-        writer.write(int(state.step), {f"test/wer_{k}": results[f"test_wer_{k}"]
-                                       for k in ("greedy", "beam")})
-        if process == 0:
-            (workdir / "results.json").write_text(json.dumps(results, indent=2))
-    writer.close()
-    checkpointer.close()
-    return results
 
 
 def main(argv: Sequence[str]) -> None:

@@ -58,11 +58,12 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = 1.0
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 1600
-    c.train.global_batch_size = 32
+    c.train.steps = 1000
+    c.train.global_batch_size = 32  # utterances per step over all devices
+    c.train.per_device_batch_size = -1  # if > 0: global = per_device x devices (set one of them)
     c.train.num_devices = -1  # -1: every device of every process
     c.train.log_every = 25
-    c.train.eval_every = 400
+    c.train.eval_every = 500
     c.train.eval_batches = -1  # validation batches per periodic eval (-1: all)
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3
