@@ -5,8 +5,8 @@ Runs inside the jitted train/eval step (on the accelerator), on padded int16 aud
 log-mel: frames of `win_length` samples every `hop_length` (no centering: frame i covers
 samples [i*hop, i*hop + win)), periodic Hann window, |rfft(n_fft)|^2, HTK-scale triangular mel
 filters (unit peak, no area normalization) between `f_min` and `f_max`, then
-`log(max(mel, log_floor))`. A waveform of L samples gives `1 + (L - win) // hop` frames (0 if
-L < win); padded frames are zeroed.
+`log(max(mel, log_floor))`, normalized as `(x - feature_mean) / feature_std`. A waveform of
+L samples gives `1 + (L - win) // hop` frames (0 if L < win); padded frames are zeroed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class FrontendConfig:
     f_min: float = 20.0
     f_max: float = 8_000.0
     log_floor: float = 1e-6
+    # Global feature normalization (x - mean) / std, fixed per corpus (streaming-friendly).
+    feature_mean: float = 0.0
+    feature_std: float = 1.0
     stack: int = 3  # frames stacked (and the stride) -> 30 ms encoder frames
 
 
@@ -86,7 +89,8 @@ def log_mel(audio: jax.Array, lengths: jax.Array,
     spectrum = jnp.fft.rfft(frames * window, n=config.n_fft)  # [B, F, n_fft // 2 + 1]
     power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
     mel = power @ jnp.asarray(mel_filterbank(config))
-    features = jnp.log(jnp.maximum(mel, config.log_floor))
+    features = (jnp.log(jnp.maximum(mel, config.log_floor)) - config.feature_mean) / \
+        config.feature_std
     frame_lengths = num_frames(lengths, config).astype(jnp.int32)
     mask = jnp.arange(frames_total)[None, :] < frame_lengths[:, None]
     return jnp.where(mask[..., None], features, 0.0), frame_lengths

@@ -40,7 +40,9 @@ def frontend_configs(config: ml_collections.ConfigDict):
     f = config.frontend
     augment = (frontend.SpecAugmentConfig(f.num_freq_masks, f.max_freq_width, f.num_time_masks,
                                           f.max_time_ratio) if f.spec_augment else None)
-    return frontend.FrontendConfig(num_mels=f.num_mels, stack=f.stack), augment
+    return frontend.FrontendConfig(num_mels=f.num_mels, stack=f.stack,
+                                   feature_mean=f.feature_mean,
+                                   feature_std=f.feature_std), augment
 
 
 def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:
