@@ -8,7 +8,6 @@ tensorboard/, checkpoints/{latest,best}/ and results.json (final test WER, greed
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from amnet.data import input_pipeline, spoken_commands
 from amnet.metric_writers import MetricWriter
 from amnet.text import CharTokenizer, SentencePieceTokenizer
 from amnet.transducer import Transducer, TransducerConfig
-
-_EMBEDDED = re.compile(r"spoken_commands/(?P<size>\w+?)_g(?P<generation>\d)(?:_s(?P<seed>\d+))?$")
 
 
 class RunDirError(ValueError):
@@ -80,12 +77,8 @@ def _sync(name: str) -> None:
 
 def open_dataset(config: ml_collections.ConfigDict, split: str):
     """The split's data source; the embedded corpus is built first when missing."""
-    match = _EMBEDDED.match(config.data.name)
-    if match:
-        size, generation = match["size"], int(match["generation"])
-        seed = int(match["seed"]) if match["seed"] else spoken_commands.DEFAULT_SEED
-        builder = spoken_commands.make_builder(size, generation, data_dir=config.data.data_dir,
-                                               seed=seed)
+    builder = spoken_commands.builder_from_name(config.data.name, data_dir=config.data.data_dir)
+    if builder is not None:
         if not builder.is_prepared():
             logging.info("building %s", config.data.name)
             builder.download_and_prepare()
@@ -106,11 +99,18 @@ def pipeline_config(config: ml_collections.ConfigDict, *, batch_size: int, train
         prefetch_batches=config.data.prefetch_batches)
 
 
-def evaluate(decode, params, source, tokenizer, config, mesh, *, max_batches: int = -1,
-             ) -> metrics.ErrorCounts:
-    """Word errors of `decode` on a split (this process's rows, pooled over processes)."""
+def open_eval_split(config: ml_collections.ConfigDict, split: str, tokenizer):
+    """(source, scan report, pipeline config) of an evaluation split, validated once."""
+    source = open_dataset(config, split)
     pipe = pipeline_config(config, batch_size=config.eval.batch_size, train=False)
-    report = input_pipeline.scan(source, tokenizer, pipe)
+    return source, input_pipeline.scan(source, tokenizer, pipe), pipe
+
+
+def evaluate(decode, params, split, tokenizer, mesh, *, max_batches: int = -1,
+             ) -> metrics.ErrorCounts:
+    """Word errors of `decode` on `split` (from `open_eval_split`): this process's rows, pooled
+    over processes."""
+    source, report, pipe = split
     counts = metrics.ErrorCounts()
     for i, batch in enumerate(input_pipeline.make_dataset(
             source, tokenizer, report, pipe, process_index=jax.process_index(),
@@ -155,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     process, processes = jax.process_index(), jax.process_count()
 
     train_source = open_dataset(config, config.data.train_split)
-    eval_source = open_dataset(config, config.data.eval_split)
+    eval_split = open_eval_split(config, config.data.eval_split, tokenizer)
     train_pipe = pipeline_config(config, batch_size=config.train.global_batch_size, train=True)
     report = input_pipeline.scan(train_source, tokenizer, train_pipe)
     iterator = iter(input_pipeline.make_dataset(train_source, tokenizer, report, train_pipe,
@@ -200,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
             window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
         wer = None
         if step % config.train.eval_every == 0 or step == config.train.steps:
-            counts = evaluate(decode_greedy, state.params, eval_source, tokenizer, config, mesh,
+            counts = evaluate(decode_greedy, state.params, eval_split, tokenizer, mesh,
                               max_batches=config.train.eval_batches)
             wer = counts.rate
             writer.write(step, {"eval/wer_greedy": wer})
@@ -212,12 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     checkpointer.wait()
     results = {"step": int(state.step)}
     if int(state.step) == config.train.steps:
-        test_source = open_dataset(config, config.data.test_split)
+        test_split = open_eval_split(config, config.data.test_split, tokenizer)
         decode_beam = train_step.make_decoder(
             model, front, beam=config.eval.beam, max_length=config.eval.max_length,
             max_symbols_per_frame=config.eval.max_symbols_per_frame)
         for name, decode in (("greedy", decode_greedy), ("beam", decode_beam)):
-            counts = evaluate(decode, state.params, test_source, tokenizer, config, mesh)
+            counts = evaluate(decode, state.params, test_split, tokenizer, mesh)
             results[f"test_wer_{name}"] = counts.rate
             results[f"test_words_{name}"] = counts.reference_length
         writer.write(int(state.step), {f"test/wer_{k}": results[f"test_wer_{k}"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -74,6 +75,19 @@ def make_config(size: str, generation: int, *, seed: int = DEFAULT_SEED) -> Spok
     name = f"{size}_g{generation}" + ("" if seed == DEFAULT_SEED else f"_s{seed}")
     return SpokenCommandsConfig(name=name, size=size, generation=generation, seed=seed,
                                 description=f"{size} corpus, generation g{generation}")
+
+
+_NAME = re.compile(r"spoken_commands/(?P<size>\w+?)_g(?P<generation>\d)(?:_s(?P<seed>\d+))?$")
+
+
+def builder_from_name(name: str, *, data_dir: str | None = None) -> SpokenCommands | None:
+    """The builder for a TFDS name made by `make_config` (`spoken_commands/small_g0[_s7]`), or
+    None when `name` is not one of this corpus."""
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    seed = int(match["seed"]) if match["seed"] else DEFAULT_SEED
+    return make_builder(match["size"], int(match["generation"]), data_dir=data_dir, seed=seed)
 
 
 def make_builder(size: str, generation: int, *, data_dir: str | None = None,
