@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "sentencepiece>=0.2,<0.3",
     "tqdm>=4.66,<5",
     "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
+    "matplotlib>=3.8,<4",  # AmNet plots
 ]
 
 EXTRAS_REQUIRE = {

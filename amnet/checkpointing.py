@@ -81,3 +81,19 @@ class Checkpointer:
     def close(self) -> None:
         self._latest.close()
         self._best.close()
+
+
+def load_params(workdir: str | Path) -> tuple[Any, dict]:
+    """(params, meta) of the newest checkpoint of the run in `workdir` (for warm starts and
+    evaluation; arrays come back on the default device, as saved)."""
+    root = Path(workdir).absolute() / "checkpoints" / "latest"
+    if not root.is_dir():
+        raise FileNotFoundError(f"no checkpoints in {workdir} (looked for {root})")
+    manager = ocp.CheckpointManager(root, item_names=("state", "data", "meta"))
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no finished checkpoint in {root}")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    manager.close()
+    return restored["state"]["params"], restored["meta"]

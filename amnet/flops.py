@@ -14,6 +14,9 @@ LSTM cell of H units (gates i, f, g, o) on top of its two matmuls:
 from __future__ import annotations
 
 import dataclasses
+import re
+
+_SPEC = re.compile(r"^(dense|sparse\((0?\.\d+|0|1\.0*)\)|lowrank\((\d+)\))$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,26 @@ class LinearSpec:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.kind == "lowrank" and self.rank <= 0:
             raise ValueError(f"lowrank needs a positive rank, got {self.rank}")
+
+    @classmethod
+    def parse(cls, text: str) -> LinearSpec:
+        """`dense`, `sparse(0.9)` (share of zero weights) or `lowrank(32)`."""
+        match = _SPEC.match(text.replace(" ", ""))
+        if match is None:
+            raise ValueError(f"bad branch spec {text!r}: use dense, sparse(s) with 0 <= s < 1, "
+                             "or lowrank(r)")
+        if match.group(2) is not None:
+            return cls("sparse", sparsity=float(match.group(2)))
+        if match.group(3) is not None:
+            return cls("lowrank", rank=int(match.group(3)))
+        return cls("dense")
+
+    def __str__(self) -> str:
+        if self.kind == "sparse":
+            return f"sparse({self.sparsity:g})"
+        if self.kind == "lowrank":
+            return f"lowrank({self.rank})"
+        return "dense"
 
 
 def linear_flops(in_dim: int, out_dim: int, spec: LinearSpec = LinearSpec()) -> int:
@@ -62,3 +85,50 @@ def encoder_frame_flops(input_dim: int, hidden: int, num_layers: int,
     """A stack of LSTM layers, one 30 ms frame."""
     dims = [input_dim] + [projection or hidden] * (num_layers - 1)
     return sum(lstm_layer_flops(d, hidden, projection, spec) for d in dims)
+
+
+def arbitrator_flops(input_dim: int, hidden: int, branches: int) -> int:
+    """The arbitrator MLP (`amnet.arbitrator`), one frame: [x; backlog] -> relu(hidden) ->
+    logits, with the backlog also feeding the logits directly."""
+    first = linear_flops(input_dim + 1, hidden) + 2 * hidden  # matmul, bias, relu
+    return first + linear_flops(hidden + 1, branches) + branches
+
+
+def decoder_frame_flops(encoder_output: int, joint: int, vocab: int, embed: int,
+                        predictor_hidden: int, predictor_layers: int) -> int:
+    """Per-frame work of greedy decoding, charged to every frame: the encoder's joint
+    projection, one joint evaluation (add, tanh, output layer, argmax) and one prediction-network
+    step with its projection (an upper bound: a step is taken only when a label is emitted,
+    about one frame in two on spoken commands)."""
+    joint_eval = linear_flops(encoder_output, joint) + joint + 2 * joint
+    joint_eval += linear_flops(joint, vocab) + 2 * vocab
+    predictor = encoder_frame_flops(embed, predictor_hidden, predictor_layers)
+    return joint_eval + predictor + linear_flops(predictor_hidden, joint)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameCosts:
+    """Counted FLOPs of one 30 ms frame of a transducer, by part."""
+
+    branches: tuple[int, ...]  # each encoder branch
+    arbitrator: int  # 0 with a single branch
+    decoder: int  # `decoder_frame_flops`
+
+    @property
+    def per_branch(self) -> tuple[int, ...]:
+        """C_k: the whole frame's cost when routed to branch k."""
+        return tuple(b + self.arbitrator + self.decoder for b in self.branches)
+
+
+def frame_costs(config) -> FrameCosts:
+    """`FrameCosts` of a `amnet.transducer.TransducerConfig`."""
+    specs = [LinearSpec.parse(b) for b in config.encoder_branches]
+    branches = tuple(encoder_frame_flops(config.input_dim, config.encoder_hidden,
+                                         config.encoder_layers, config.encoder_projection, s)
+                     for s in specs)
+    arbitrator = (arbitrator_flops(config.input_dim, config.arbitrator_hidden, len(specs))
+                  if len(specs) > 1 else 0)
+    decoder = decoder_frame_flops(config.encoder_projection or config.encoder_hidden,
+                                  config.joint_dim, config.vocab_size, config.embed_dim,
+                                  config.predictor_hidden, config.predictor_layers)
+    return FrameCosts(branches, arbitrator, decoder)

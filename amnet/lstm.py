@@ -6,31 +6,78 @@ and, with a projection (LSTMP), h' <- h' W_p. The input product x W_x of a whole
 hoisted out of the time loop (one large matmul); the recurrence runs in `lax.scan`. Frames
 past an utterance's length leave the carry unchanged and output zeros, so the final carry is
 the state after the last real frame (what a streaming session continues from).
+
+Every weight matrix is stored as its `LinearSpec` says (`amnet.flops`): `dense` and `sparse` as
+one `[in, out]` kernel (a sparse kernel holds exact zeros, kept by `amnet.pruning`), `lowrank(r)`
+as two factors `kernel_u` `[in, r]` and `kernel_v` `[r, out]`, multiplied in that order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from amnet.flops import LinearSpec
+
 Carry = tuple[jax.Array, jax.Array]  # (h [B, P], c [B, H])
+Weight = jax.Array | tuple[jax.Array, jax.Array]  # [in, out], or low-rank factors (u, v)
 
 
-def lstm_cell(gates_x: jax.Array, carry: Carry, recurrent_kernel: jax.Array,
-              projection: jax.Array | None) -> Carry:
+def matmul(x: jax.Array, weight: Weight) -> jax.Array:
+    """x `[..., in]` @ weight -> `[..., out]` (float32 accumulation, in the weight's dtype)."""
+    if isinstance(weight, tuple):
+        u, v = weight
+        return jnp.dot(jnp.dot(x.astype(u.dtype), u, preferred_element_type=jnp.float32
+                               ).astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return jnp.dot(x.astype(weight.dtype), weight, preferred_element_type=jnp.float32)
+
+
+def lstm_cell(gates_x: jax.Array, carry: Carry, recurrent_kernel: Weight,
+              projection: Weight | None) -> Carry:
     """One step from precomputed input gates `[B, 4H]`; returns the new (h, c)."""
     h, c = carry
-    gates = gates_x + jnp.dot(h.astype(recurrent_kernel.dtype), recurrent_kernel,
-                              preferred_element_type=jnp.float32)
+    gates = gates_x + matmul(h, recurrent_kernel)
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     if projection is not None:
-        h = jnp.dot(h.astype(projection.dtype), projection, preferred_element_type=jnp.float32)
+        h = matmul(h, projection)
     return h, c
+
+
+def weight_param(module: nn.Module, name: str, shape: tuple[int, int], spec: LinearSpec,
+                 init: nn.initializers.Initializer) -> Weight:
+    """Declares `name` as `spec` says: one kernel, or `{name}_u`, `{name}_v` for low rank.
+
+    Low-rank factors are both fan-in scaled, so u @ v starts with the variance of a fan-in
+    initialized dense kernel.
+    """
+    if spec.kind != "lowrank":
+        return module.param(name, init, shape)
+    fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+    return (module.param(f"{name}_u", fan_in, (shape[0], spec.rank)),
+            module.param(f"{name}_v", fan_in, (spec.rank, shape[1])))
+
+
+def cast(weight: Weight, dtype) -> Weight:
+    return jax.tree.map(lambda w: w.astype(dtype), weight)
+
+
+class LayerWeights(NamedTuple):
+    input_kernel: Weight
+    bias: jax.Array
+    recurrent_kernel: Weight
+    projection: Weight | None
+
+
+def layer_step(weights: LayerWeights, x_t: jax.Array, carry: Carry) -> Carry:
+    """One frame of one layer as a pure function: x_t `[B, D]` -> new (h, c)."""
+    gates_x = matmul(x_t, weights.input_kernel) + weights.bias
+    return lstm_cell(gates_x, carry, weights.recurrent_kernel, weights.projection)
 
 
 class LSTM(nn.Module):
@@ -40,6 +87,7 @@ class LSTM(nn.Module):
     hidden: int
     projection: int | None = None
     dtype: jnp.dtype = jnp.float32  # matmul dtype; params and state stay float32
+    spec: LinearSpec = LinearSpec()
 
     @property
     def output_dim(self) -> int:
@@ -47,36 +95,44 @@ class LSTM(nn.Module):
 
     def setup(self):
         init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
-        self.input_kernel = self.param("input_kernel", init, (self.input_dim, 4 * self.hidden))
-        self.recurrent_kernel = self.param(
-            "recurrent_kernel", nn.initializers.orthogonal(), (self.output_dim, 4 * self.hidden))
+        self.input_kernel = weight_param(self, "input_kernel", (self.input_dim, 4 * self.hidden),
+                                         self.spec, init)
+        self.recurrent_kernel = weight_param(self, "recurrent_kernel",
+                                             (self.output_dim, 4 * self.hidden), self.spec,
+                                             nn.initializers.orthogonal())
         # Forget-gate bias 1: remember by default at the start of training.
         self.bias = self.param("bias", lambda _, shape: jnp.zeros(shape).at[
             self.hidden: 2 * self.hidden].set(1.0), (4 * self.hidden,))
-        self.projection_kernel = (self.param("projection_kernel", init,
-                                             (self.hidden, self.projection))
+        self.projection_kernel = (weight_param(self, "projection_kernel",
+                                               (self.hidden, self.projection), self.spec, init)
                                   if self.projection else None)
 
     def initial_carry(self, batch: int) -> Carry:
         return (jnp.zeros((batch, self.output_dim)), jnp.zeros((batch, self.hidden)))
 
-    def _input_gates(self, x: jax.Array) -> jax.Array:
-        return jnp.dot(x.astype(self.dtype), self.input_kernel.astype(self.dtype),
-                       preferred_element_type=jnp.float32) + self.bias
+    def weights(self) -> LayerWeights:
+        """The layer's arrays, for pure functions (`layer_step`) inside JAX transforms."""
+        return LayerWeights(cast(self.input_kernel, self.dtype), self.bias,
+                            *self.recurrent_weights())
 
-    def _weights(self):
+    def input_gates(self, x: jax.Array) -> jax.Array:
+        """x `[..., D]` -> input contribution to the gates `[..., 4H]` (with the bias)."""
+        return matmul(x, cast(self.input_kernel, self.dtype)) + self.bias
+
+    def recurrent_weights(self) -> tuple[Weight, Weight | None]:
+        """(recurrent kernel, projection or None) in the matmul dtype, for `lstm_cell`."""
         projection = (None if self.projection_kernel is None
-                      else self.projection_kernel.astype(self.dtype))
-        return self.recurrent_kernel.astype(self.dtype), projection
+                      else cast(self.projection_kernel, self.dtype))
+        return cast(self.recurrent_kernel, self.dtype), projection
 
     def __call__(self, x: jax.Array, lengths: jax.Array,
                  carry: Carry | None = None) -> tuple[jax.Array, Carry]:
         """x `[B, T, D]`, lengths `[B]` -> outputs `[B, T, P]` and the carry after each length."""
         batch, frames, _ = x.shape
         carry = self.initial_carry(batch) if carry is None else carry
-        gates_x = self._input_gates(x).swapaxes(0, 1)  # [T, B, 4H]
+        gates_x = self.input_gates(x).swapaxes(0, 1)  # [T, B, 4H]
         valid = (jnp.arange(frames)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
-        recurrent, projection = self._weights()
+        recurrent, projection = self.recurrent_weights()
 
         def step(carry, inputs):
             gates_t, valid_t = inputs
@@ -89,7 +145,7 @@ class LSTM(nn.Module):
 
     def step(self, x_t: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
         """One frame: x_t `[B, D]` -> output `[B, P]` and the new carry."""
-        carry = lstm_cell(self._input_gates(x_t), carry, *self._weights())
+        carry = lstm_cell(self.input_gates(x_t), carry, *self.recurrent_weights())
         return carry[0], carry
 
 
@@ -101,10 +157,12 @@ class LSTMStack(nn.Module):
     num_layers: int
     projection: int | None = None
     dtype: jnp.dtype = jnp.float32
+    spec: LinearSpec = LinearSpec()
 
     def setup(self):
         dims = [self.input_dim] + [self.projection or self.hidden] * (self.num_layers - 1)
-        self.layers = [LSTM(d, self.hidden, self.projection, self.dtype) for d in dims]
+        self.layers = [LSTM(d, self.hidden, self.projection, self.dtype, self.spec)
+                       for d in dims]
 
     @property
     def output_dim(self) -> int:

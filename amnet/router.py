@@ -21,17 +21,24 @@ def temperature_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
                                    decay_rate=rate, end_value=config.final)
 
 
-def gumbel_softmax(rng: jax.Array, logits: jax.Array,
-                   temperature: jax.Array | float) -> tuple[jax.Array, jax.Array]:
-    """Returns (gate, probs) for `logits` `[..., K]`.
+def straight_through(logits: jax.Array, noise: jax.Array,
+                     temperature: jax.Array | float) -> tuple[jax.Array, jax.Array]:
+    """Returns (gate, soft) for `logits` `[..., K]` and Gumbel(0, 1) `noise` of the same shape.
 
-    gate: one-hot of argmax((logits + G) / τ) in the forward pass, with the gradient of the soft
-      sample in the backward pass; probs: the soft sample y (for expected-cost terms).
+    gate: exactly one-hot of argmax(logits + noise) in the forward pass, with the gradient of
+      the soft sample y = softmax((logits + noise) / τ) in the backward pass; soft: y.
+    The hard decision does not depend on τ: it is a sample of softmax(logits) (Gumbel-max).
     """
-    noise = jax.random.gumbel(rng, logits.shape, dtype=jnp.float32)
     soft = jax.nn.softmax((logits.astype(jnp.float32) + noise) / temperature, axis=-1)
     hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), logits.shape[-1], dtype=soft.dtype)
-    return hard + soft - jax.lax.stop_gradient(soft), soft
+    return hard + (soft - jax.lax.stop_gradient(soft)), soft
+
+
+def gumbel_softmax(rng: jax.Array, logits: jax.Array,
+                   temperature: jax.Array | float) -> tuple[jax.Array, jax.Array]:
+    """`straight_through` with noise drawn from `rng`."""
+    noise = jax.random.gumbel(rng, logits.shape, dtype=jnp.float32)
+    return straight_through(logits, noise, temperature)
 
 
 def route(logits: jax.Array) -> jax.Array:

@@ -25,8 +25,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from amnet import decoding, frontend
+from amnet.objective import Objective, rnnt_objective
 from amnet.transducer import Transducer
 
+Params = Any
+
+ROUTING_STREAM = 0x7FFF_FFFF  # key stream of the routing noise, apart from per-step keys
 DEVICE_KEYS = ("audio", "audio_lengths", "tokens", "token_lengths", "weights")
 
 
@@ -92,13 +96,23 @@ def _augment(rng: jax.Array, features: jax.Array, lengths: jax.Array, rows: jax.
 def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, mesh: Mesh,
                     frontend_config: frontend.FrontendConfig,
                     augment: frontend.SpecAugmentConfig | None,
+                    objective: Objective | None = None,
+                    constrain: Callable[[Params, Params, jax.Array], Params] | None = None,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated."""
+    """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
+
+    objective: `amnet.objective` signature; default plain RNN-T. Its per-utterance metrics are
+      reported as weighted means over the global batch.
+    constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
+    """
+    objective = objective or rnnt_objective(model)
 
     def per_device(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         local_rows_count = batch["weights"].shape[0]
         rows = jax.lax.axis_index("data") * local_rows_count + jnp.arange(local_rows_count)
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        base_key = jax.random.wrap_key_data(state.rng)
+        step_key = jax.random.fold_in(base_key, state.step)
+        routing_key = jax.random.fold_in(jax.random.fold_in(base_key, ROUTING_STREAM), state.step)
 
         def loss_sum(params):
             features, lengths = frontend.log_mel(batch["audio"], batch["audio_lengths"],
@@ -106,16 +120,19 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
             if augment is not None:
                 features = _augment(step_key, features, lengths, rows, augment)
             features, lengths = frontend.stack_frames(features, lengths, frontend_config.stack)
-            costs = model.apply({"params": params}, features, lengths, batch["tokens"],
-                                batch["token_lengths"])
-            return jnp.sum(costs * batch["weights"])
+            losses, extra = objective(params, features, lengths, batch, rows, routing_key,
+                                      state.step)
+            weights = batch["weights"]
+            return jnp.sum(losses * weights), {k: jnp.sum(v * weights) for k, v in extra.items()}
 
-        local_loss, grads = jax.value_and_grad(loss_sum)(state.params)
+        (local_loss, extra), grads = jax.value_and_grad(loss_sum, has_aux=True)(state.params)
         total_weight = jax.lax.psum(jnp.sum(batch["weights"]), "data")
         devices = jax.lax.psum(1, "data")
         grads = jax.lax.pmean(jax.tree.map(lambda g: g * (devices / total_weight), grads), "data")
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if constrain is not None:
+            params = constrain(params, state.params, state.step + 1)
         samples = jnp.sum(batch["audio_lengths"] * batch["weights"])
         metrics = {
             "loss": jax.lax.psum(local_loss, "data") / total_weight,
@@ -123,6 +140,8 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
             "utterances": total_weight,
             "audio_seconds": jax.lax.psum(samples, "data") / frontend_config.sample_rate,
         }
+        metrics.update({f"train/{k}": jax.lax.psum(v, "data") / total_weight
+                        for k, v in extra.items()})
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     # check_vma=False: the model's zero initial LSTM carries are device-invariant while the

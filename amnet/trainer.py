@@ -17,7 +17,16 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from amnet import checkpointing, frontend, metrics, optim, train_step
+from amnet import (
+    checkpointing,
+    frontend,
+    metrics,
+    objective,
+    optim,
+    pruning,
+    train_step,
+    warm_start,
+)
 from amnet.data import input_pipeline, spoken_commands
 from amnet.metric_writers import MetricWriter
 from amnet.text import CharTokenizer, SentencePieceTokenizer
@@ -54,7 +63,8 @@ def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bo
                               "continue it or choose another --workdir")
         previous = json.loads(stored.read_text())
         current = json.loads(config.to_json())
-        changed = sorted(k for k in ("data", "frontend", "model", "optimizer", "seed")
+        changed = sorted(k for k in ("data", "frontend", "model", "optimizer", "seed", "amnet",
+                                     "pruning", "init")
                          if previous.get(k) != current.get(k))
         if changed:
             raise RunDirError(f"--resume with a config that differs from {stored} in {changed}")
@@ -83,6 +93,29 @@ def open_dataset(config: ml_collections.ConfigDict, split: str):
             logging.info("building %s", config.data.name)
             builder.download_and_prepare()
     return input_pipeline.open_source(config.data.name, split, config.data.data_dir)
+
+
+def make_objective(config: ml_collections.ConfigDict, model: Transducer):
+    """(objective, constrain): AmNet's loss for two or more branches, plain RNN-T otherwise;
+    the pruner when a branch is sparse."""
+    branches = model.config.encoder_branches
+    loss = (objective.amnet_objective(model, config.amnet) if len(branches) > 1
+            else objective.rnnt_objective(model))
+    constrain = pruning.make_pruner(branches, config.pruning) if "pruning" in config else None
+    if constrain is None and any(b.startswith("sparse") for b in branches):
+        raise ValueError("a sparse branch needs a `pruning` block in the config")
+    return loss, constrain
+
+
+def warm_started(state: train_step.TrainState, config: ml_collections.ConfigDict,
+                 model: Transducer, mesh) -> train_step.TrainState:
+    """`state` with params from the dense run `config.init.dense_run` (`amnet.warm_start`)."""
+    dense, meta = checkpointing.load_params(config.init.dense_run)
+    logging.info("warm start from %s", config.init.dense_run)
+    params = warm_start.from_dense(jax.device_get(state.params), dense,
+                                   model.config.encoder_branches)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return state.replace(params=jax.device_put(params, replicated))
 
 
 def make_tokenizer(config: ml_collections.ConfigDict):
@@ -166,12 +199,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
             "frontend": json.loads(config.frontend.to_json()), "vocab_size": tokenizer.vocab_size}
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                               keep_best=config.train.keep_best)
-    if resume:
-        restored = checkpointer.restore_latest(state, meta)
-        if restored is not None:
-            state, data_state = restored
-            iterator.set_state(data_state)
-    step_fn = train_step.make_train_step(model, optimizer, mesh, front, augment)
+    restored = checkpointer.restore_latest(state, meta) if resume else None
+    if restored is not None:
+        state, data_state = restored
+        iterator.set_state(data_state)
+    elif config.get("init") and config.init.dense_run:
+        state = warm_started(state, config, model, mesh)
+    loss_fn, constrain = make_objective(config, model)
+    step_fn = train_step.make_train_step(model, optimizer, mesh, front, augment, loss_fn,
+                                         constrain)
     decode_greedy = train_step.make_decoder(model, front, beam=0,
                                             max_length=config.eval.max_length,
                                             max_symbols_per_frame=config.eval.max_symbols_per_frame)
@@ -194,6 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                                                                      config.train.steps)(step),
                        "utterances_per_s": window["utterances"] / elapsed,
                        "audio_seconds_per_s": window["audio_seconds"] / elapsed}
+            scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
             writer.write(step, scalars)
             bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
                             utt_s=f"{scalars['utterances_per_s']:.1f}")

@@ -4,6 +4,10 @@
     params = model.init(rng, features, feature_lengths, targets, target_lengths)["params"]
     costs = model.apply({"params": params}, features, feature_lengths, targets, target_lengths)
 
+The encoder is `amnet.encoder.Encoder`: one branch (the dense baseline, or a single sparse or
+low-rank encoder) or K >= 2 branches with an arbitrator (AmNet). `forward` also returns the
+routing trace that AmNet's loss needs.
+
 Shapes: features `[B, T, D]` (stacked log-mels, 30 ms frames), targets `[B, U]`, joint width J,
 vocabulary V (id 0 = blank, also the prediction network's start symbol).
 Joint: `logits = tanh(enc_proj + pred_proj) @ W_out + b_out`, enc_proj = encoder output @ W_e + b,
@@ -18,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import rnnt
+from amnet import flops, rnnt
+from amnet.encoder import Encoder, EncoderState, RoutingTrace
 from amnet.lstm import LSTMStack
 
 
@@ -36,6 +41,17 @@ class TransducerConfig:
     blank: int = 0
     dtype: str = "float32"  # matmul dtype ("bfloat16" for mixed precision; params stay fp32)
     loss_frames_per_chunk: int = 1  # frames per rematerialized step of the fused loss
+    # Encoder branches: specs `dense`, `sparse(s)`, `lowrank(r)`; two or more make an AmNet.
+    encoder_branches: tuple[str, ...] = ("dense",)
+    arbitrator_hidden: int = 16
+    # The processor the arbitrator is trained for (its backlog input): `amnet.latency`.
+    frame_period_s: float = 0.03
+    processor_flops: float = 1e8
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoder_branches", tuple(self.encoder_branches))
+        for spec in self.encoder_branches:
+            flops.LinearSpec.parse(spec)  # a clear error for a bad spec, at construction
 
 
 class Transducer(nn.Module):
@@ -44,8 +60,12 @@ class Transducer(nn.Module):
     def setup(self):
         c = self.config
         dtype = jnp.dtype(c.dtype)
-        self.encoder = LSTMStack(c.input_dim, c.encoder_hidden, c.encoder_layers,
-                                 c.encoder_projection, dtype)
+        self.encoder = Encoder(
+            c.input_dim, c.encoder_hidden, c.encoder_layers, c.encoder_projection, dtype,
+            branches=tuple(flops.LinearSpec.parse(b) for b in c.encoder_branches),
+            arbitrator_hidden=c.arbitrator_hidden,
+            branch_flops=tuple(float(f) for f in flops.frame_costs(c).per_branch),
+            frame_period_s=c.frame_period_s, processor_flops=c.processor_flops)
         self.embed = nn.Embed(c.vocab_size, c.embed_dim)
         self.predictor = LSTMStack(c.embed_dim, c.predictor_hidden, c.predictor_layers,
                                    dtype=dtype)
@@ -58,23 +78,44 @@ class Transducer(nn.Module):
     def __call__(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
                  target_lengths: jax.Array, *, fused: bool = True) -> jax.Array:
         """Per-utterance RNN-T costs `[B]`; `fused=False` materializes the 4-D logits."""
-        enc_proj, _ = self.encode(features, feature_lengths)
+        return self.forward(features, feature_lengths, targets, target_lengths, fused=fused)[0]
+
+    def forward(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
+                target_lengths: jax.Array, *, routing_noise: jax.Array | None = None,
+                temperature: jax.Array | float = 1.0, fused: bool = True,
+                ) -> tuple[jax.Array, RoutingTrace | None]:
+        """RNN-T costs `[B]` and the routing trace (None for a single-branch encoder).
+
+        routing_noise: Gumbel noise `[B, T, K]` for training-time routing at `temperature`;
+          None routes by argmax.
+        """
+        outputs, _, trace = self.encoder(features, feature_lengths, noise=routing_noise,
+                                         temperature=temperature)
+        enc_proj = self.encoder_to_joint(outputs)
         pred_proj = self.predict(targets, target_lengths)
         if fused:
-            return rnnt.rnnt_loss_fused(
+            costs = rnnt.rnnt_loss_fused(
                 enc_proj, pred_proj, self._output_kernel(), self.output_bias, feature_lengths,
                 targets, target_lengths, blank=self.config.blank,
                 frames_per_chunk=self.config.loss_frames_per_chunk)
-        return rnnt.rnnt_loss(self.joint(enc_proj[:, :, None], pred_proj[:, None]),
-                              feature_lengths, targets, target_lengths, blank=self.config.blank)
+        else:
+            costs = rnnt.rnnt_loss(self.joint(enc_proj[:, :, None], pred_proj[:, None]),
+                                   feature_lengths, targets, target_lengths,
+                                   blank=self.config.blank)
+        return costs, trace
 
     def _output_kernel(self) -> jax.Array:
         return self.output_kernel.astype(self.config.dtype)
 
-    def encode(self, features: jax.Array, lengths: jax.Array, carries=None):
-        """features `[B, T, D]` -> enc_proj `[B, T, J]` and the encoder carries."""
-        outputs, carries = self.encoder(features, lengths, carries)
-        return self.encoder_to_joint(outputs), carries
+    def encode(self, features: jax.Array, lengths: jax.Array,
+               state: EncoderState | None = None) -> tuple[jax.Array, EncoderState]:
+        """features `[B, T, D]` -> enc_proj `[B, T, J]` and the encoder state (argmax routing)."""
+        outputs, state, _ = self.encoder(features, lengths, state)
+        return self.encoder_to_joint(outputs), state
+
+    def route(self, features: jax.Array, lengths: jax.Array) -> RoutingTrace | None:
+        """The inference-time routing trace of whole utterances (None with one branch)."""
+        return self.encoder(features, lengths)[2]
 
     def predict(self, targets: jax.Array, target_lengths: jax.Array) -> jax.Array:
         """targets `[B, U]` -> pred_proj `[B, U+1, J]` (position u has seen y_1..y_u)."""
@@ -91,13 +132,13 @@ class Transducer(nn.Module):
 
     # Streaming: one encoder frame / one predictor token at a time.
     def initial_state(self, batch: int):
-        """(encoder carries, predictor carries) for a fresh stream."""
-        return self.encoder.initial_carry(batch), self.predictor.initial_carry(batch)
+        """(encoder state, predictor carries) for a fresh stream."""
+        return self.encoder.initial_state(batch), self.predictor.initial_carry(batch)
 
-    def encode_step(self, frame: jax.Array, carries):
-        """frame `[B, D]` -> enc_proj `[B, J]` and the new encoder carries."""
-        output, carries = self.encoder.step(frame, carries)
-        return self.encoder_to_joint(output), carries
+    def encode_step(self, frame: jax.Array, state: EncoderState):
+        """frame `[B, D]` -> enc_proj `[B, J]`, the new encoder state and the branch `[B]`."""
+        output, state, branch = self.encoder.step(frame, state)
+        return self.encoder_to_joint(output), state, branch
 
     def predict_step(self, tokens: jax.Array, carries):
         """tokens `[B]` (blank = start) -> pred_proj `[B, J]` and the new predictor carries."""

@@ -55,7 +55,8 @@ def test_streaming_encoder_equals_whole_utterance():
     whole, _ = model.apply(params, features, lengths, method=Transducer.encode)
     carries, _ = model.apply(params, 3, method=Transducer.initial_state)
     for t in range(features.shape[1]):
-        frame, carries = model.apply(params, features[:, t], carries, method=Transducer.encode_step)
+        frame, carries, _ = model.apply(params, features[:, t], carries,
+                                        method=Transducer.encode_step)
         np.testing.assert_allclose(whole[0, t], frame[0], atol=1e-5)
 
 

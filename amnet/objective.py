@@ -1,0 +1,96 @@
+"""Training objectives: plain RNN-T, and AmNet's RNN-T + compute cost + amortization.
+
+Per utterance of n frames (DESIGN.md; `docs/amnet.md` has our reading):
+  L = L_rnnt + λ_cost · mean_t E_p[C]/C_max + λ_amr · mean_t (1 − E_p[C]/C_max) · relu(1 − b_t/β)
+with p_t = softmax(z_t) the arbitrator's distribution over branches (the straight-through
+Gumbel sample is drawn from it), E_p[C] = Σ_k p_t[k] C_k, C_k the counted FLOPs of a frame
+routed to branch k (`amnet.flops.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
+backlog of the simulated processor (no gradient). The ablation `amortization = "upl"` replaces
+the third term by λ_upl · UPL / Δ, the utterance's final user-perceived latency in frames,
+differentiated through the latency recursion into the straight-through decisions.
+
+An objective is `objective(params, features, lengths, batch, rows, key, step)` ->
+(per-utterance loss `[B]`, per-utterance metrics {name: `[B]`}); the train step weights both by
+the batch's row weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from amnet import router
+from amnet.encoder import RoutingTrace
+from amnet.flops import frame_costs
+from amnet.transducer import Transducer
+
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+CONFIDENT = 0.99  # a frame counts as decided when max_k p_t[k] exceeds this
+
+
+def rnnt_objective(model: Transducer) -> Objective:
+    def objective(params, features, lengths, batch, rows, key, step):
+        del rows, key, step
+        return model.apply({"params": params}, features, lengths, batch["tokens"],
+                           batch["token_lengths"]), {}
+
+    return objective
+
+
+def routing_terms(trace: RoutingTrace, lengths: jax.Array, branch_flops: jax.Array, *,
+                  backlog_threshold_s: float, frame_period_s: float) -> dict[str, jax.Array]:
+    """Per-utterance means over valid frames `[B]` of the loss terms and routing statistics."""
+    frames = trace.logits.shape[1]
+    valid = (jnp.arange(frames)[None, :] < lengths[:, None]).astype(jnp.float32)
+    count = jnp.maximum(lengths, 1).astype(jnp.float32)
+    mean = lambda x: jnp.sum(x * valid, axis=1) / count  # noqa: E731
+    probs = jax.nn.softmax(trace.logits, axis=-1)
+    expected = probs @ (branch_flops / jnp.max(branch_flops))  # E_p[C] / C_max  [B, T]
+    no_backlog = jax.nn.relu(1.0 - jax.lax.stop_gradient(trace.backlog) / backlog_threshold_s)
+    last = jnp.take_along_axis(trace.finish, (lengths - 1)[:, None], axis=1)[:, 0]
+    terms = {
+        "cost": mean(expected),
+        "amortization": mean((1.0 - expected) * no_backlog),
+        "upl_frames": (last - lengths * frame_period_s) / frame_period_s,
+        "flops_per_frame": mean(trace.frame_flops),
+        "confident_frames": mean((jnp.max(probs, axis=-1) > CONFIDENT).astype(jnp.float32)),
+    }
+    for k in range(trace.gates.shape[-1]):
+        terms[f"branch_{k}_frames"] = mean(jax.lax.stop_gradient(trace.gates[..., k]))
+    return terms
+
+
+def amnet_objective(model: Transducer, config: ml_collections.ConfigDict) -> Objective:
+    """RNN-T plus the routing terms of `config` (the `amnet` block of a config file)."""
+    if config.amortization not in ("amr", "upl", "none"):
+        raise ValueError(f"amortization must be amr, upl or none, got {config.amortization!r}")
+    branches = len(model.config.encoder_branches)
+    if branches < 2:
+        raise ValueError("the AmNet objective needs two or more encoder branches")
+    branch_flops = jnp.asarray(frame_costs(model.config).per_branch, jnp.float32)
+    temperature = router.temperature_schedule(config.temperature)
+
+    def objective(params, features, lengths, batch, rows, key, step):
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
+        noise = jax.vmap(lambda k: jax.random.gumbel(k, (features.shape[1], branches)))(keys)
+        tau = temperature(step)
+        costs, trace = model.apply({"params": params}, features, lengths, batch["tokens"],
+                                   batch["token_lengths"], routing_noise=noise,
+                                   temperature=tau, method=Transducer.forward)
+        terms = routing_terms(trace, lengths, branch_flops,
+                              backlog_threshold_s=config.backlog_threshold_s,
+                              frame_period_s=model.config.frame_period_s)
+        loss = costs + config.cost_weight * terms["cost"]
+        if config.amortization == "amr":
+            loss = loss + config.amr_weight * terms["amortization"]
+        elif config.amortization == "upl":
+            loss = loss + config.upl_weight * terms["upl_frames"]
+        metrics = {k: jax.lax.stop_gradient(v) for k, v in terms.items()}
+        metrics["rnnt"] = jax.lax.stop_gradient(costs)
+        metrics["temperature"] = jnp.full_like(costs, tau)
+        return loss, metrics
+
+    return objective

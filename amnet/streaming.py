@@ -1,0 +1,106 @@
+"""Streaming recognition, batch 1, one 30 ms frame per call, timed on the wall clock.
+
+Per frame, one jitted call: the arbitrator scores the branches, `lax.switch` runs only the
+chosen branch (`Encoder.step`), then greedy RNN-T decoding consumes the frame: the joint is
+evaluated and, while it emits a label (at most `max_symbols_per_frame`), the prediction network
+steps; a `lax.while_loop` stops at the first blank, so a silent frame costs one joint
+evaluation. Each call is timed with `block_until_ready`; the first (compiling) call is excluded.
+
+The backlog the arbitrator sees is the simulated processor's (`amnet.latency`, counted FLOPs at
+the model's configured speed), exactly as in training, so the decisions do not depend on the
+speed of the machine running the benchmark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from amnet import decoding
+from amnet.flops import frame_costs
+from amnet.transducer import Transducer
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamResult:
+    tokens: list[int]  # the greedy hypothesis
+    branches: np.ndarray  # [T] branch run on each frame
+    frame_flops: np.ndarray  # [T] counted FLOPs of each frame (C of its branch)
+    frame_seconds: np.ndarray  # [T] measured wall clock of each frame's call
+
+
+def _greedy_frame(model: Transducer, params: Params, state: decoding.GreedyState,
+                  enc_frame: jax.Array, max_symbols: int) -> decoding.GreedyState:
+    """Greedy decoding of one encoder frame `[1, J]`, stopping at the first blank."""
+    blank = model.config.blank
+    max_length = state.tokens.shape[1]
+
+    def label(state):
+        logits = model.apply({"params": params}, enc_frame, state.pred_proj,
+                             method=Transducer.joint)
+        return jnp.argmax(logits[0]).astype(jnp.int32)
+
+    def keep_going(carry):
+        state, best, emitted = carry
+        return (best != blank) & (emitted < max_symbols) & (state.lengths[0] < max_length)
+
+    def emit(carry):
+        state, best, emitted = carry
+        pred_proj, pred_carries = model.apply({"params": params}, best[None], state.pred_carries,
+                                              method=Transducer.predict_step)
+        state = decoding.GreedyState(pred_proj, pred_carries,
+                                     state.tokens.at[0, state.lengths[0]].set(best),
+                                     state.lengths + 1)
+        return state, label(state), emitted + 1
+
+    state, _, _ = jax.lax.while_loop(keep_going, emit, (state, label(state), 0))
+    return state
+
+
+class StreamingRecognizer:
+    """`recognizer.run(features [T, D]) -> StreamResult`, frame by frame."""
+
+    def __init__(self, model: Transducer, params: Params, *, max_length: int = 160,
+                 max_symbols_per_frame: int = 5):
+        self.model, self.params, self.max_length = model, params, max_length
+        self.branch_flops = np.asarray(frame_costs(model.config).per_branch, np.float64)
+
+        def step(params, encoder_state, greedy_state, frame):
+            enc_proj, encoder_state, branch = model.apply(
+                {"params": params}, frame[None], encoder_state, method=Transducer.encode_step)
+            greedy_state = _greedy_frame(model, params, greedy_state, enc_proj,
+                                         max_symbols_per_frame)
+            return encoder_state, greedy_state, branch[0]
+
+        def start(params):
+            encoder_state, _ = model.apply({"params": params}, 1,
+                                           method=Transducer.initial_state)
+            return encoder_state, decoding.greedy_init(model, params, 1, max_length)
+
+        self._step = jax.jit(step)
+        self._start = jax.jit(start)
+
+    def run(self, features: np.ndarray) -> StreamResult:
+        encoder_state, greedy_state = self._start(self.params)
+        frames = [jnp.asarray(f) for f in np.asarray(features, np.float32)]
+        # Compile (and warm up) outside the timed loop.
+        jax.block_until_ready(self._step(self.params, encoder_state, greedy_state, frames[0]))
+        branches, seconds = [], []
+        for frame in frames:
+            begin = time.perf_counter()
+            encoder_state, greedy_state, branch = self._step(self.params, encoder_state,
+                                                             greedy_state, frame)
+            branch = int(jax.block_until_ready(branch))
+            seconds.append(time.perf_counter() - begin)
+            branches.append(branch)
+        length = int(greedy_state.lengths[0])
+        branches = np.asarray(branches)
+        return StreamResult(np.asarray(greedy_state.tokens[0, :length]).tolist(), branches,
+                            self.branch_flops[branches], np.asarray(seconds))

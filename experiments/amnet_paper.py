@@ -1,0 +1,169 @@
+r"""The AmNet paper's comparison on the embedded corpus: table (markdown + JSON) and plots.
+
+    python -m experiments.amnet_paper --dense_run=runs/demo --workdir=runs/amnet_paper
+
+Every model starts from the trained dense baseline `--dense_run` (`amnet.warm_start`) and is
+fine-tuned for the same number of steps (`experiments/configs/amnet.py`); `single-dense` is the
+dense baseline fine-tuned alike, the fair reference. Then, on the test split: WER (greedy, beam),
+counted MFLOPs/frame, % frames per branch, share of frames decided with probability > 0.99,
+simulated user-perceived latency (UPL) mean/p90/max at the configured processor speed (the dense
+model needs 1.5x real time), and the measured wall clock of batch-1 streaming
+(`amnet.streaming`) on the first `--stream_utterances` test utterances.
+
+Writes <workdir>/table.md, table.json, routing.png, wer_vs_flops.png, upl.png. Finished runs
+are reused (delete a model's directory to retrain it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from amnet import checkpointing, routing_report, streaming, train_step, trainer
+from amnet.flops import LinearSpec
+from experiments import amnet_plots
+from experiments.configs import amnet as amnet_config
+
+PAPER_MODELS = ("single-dense", "single-sparse", "single-lowrank", "sparse", "sparse-noamr",
+                "lowrank", "lowrank-noamr")
+
+_DENSE_RUN = flags.DEFINE_string("dense_run", "runs/demo",
+                                 "Run directory of the trained dense baseline (warm start).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/amnet_paper", "Where runs, table and plots go.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")
+_PRESET = flags.DEFINE_string("preset", "small", "Preset of experiments/configs/amnet.py.")
+_MODELS = flags.DEFINE_list("models", list(PAPER_MODELS), "Models to train and compare.")
+_STEPS = flags.DEFINE_integer("steps", None, "Fine-tuning steps (default: the preset's).")
+_STREAM = flags.DEFINE_integer("stream_utterances", 20,
+                               "Test utterances decoded frame by frame for the wall clock.")
+_PLOTTED = flags.DEFINE_integer("plot_utterances", 3, "Test utterances in routing.png.")
+
+
+def model_config(name: str) -> ml_collections.ConfigDict:
+    config = amnet_config.get_config(f"{_PRESET.value},{name}")
+    config.init.dense_run = str(Path(_DENSE_RUN.value).absolute())
+    if _DATA_DIR.value:
+        config.data.data_dir = _DATA_DIR.value
+    if _STEPS.value:
+        config.train.steps = _STEPS.value
+    return config
+
+
+def train(name: str, config: ml_collections.ConfigDict, workdir: Path) -> dict:
+    results = workdir / "results.json"
+    if results.exists():
+        print(f"{name}: reusing the finished run in {workdir}")
+        return json.loads(results.read_text())
+    resume = (workdir / "config.json").exists()
+    print(f"{name}: {'resuming' if resume else 'fine-tuning'} {config.model.encoder_branches} "
+          f"for {config.train.steps} steps in {workdir}")
+    return trainer.train_and_evaluate(config, str(workdir), resume=resume)
+
+
+def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, results: dict,
+             reference: ml_collections.ConfigDict) -> tuple[dict, list]:
+    """One table row and the per-utterance routing records of model `name`."""
+    tokenizer = trainer.make_tokenizer(config)
+    front, _ = trainer.frontend_configs(config)
+    model = trainer.Transducer(trainer.model_config(config, tokenizer.vocab_size))
+    params, _ = checkpointing.load_params(run_dir)
+    mesh = train_step.make_mesh(1)
+    split = trainer.open_eval_split(config, config.data.test_split, tokenizer)
+    keep = max(_STREAM.value, _PLOTTED.value)
+    utterances = routing_report.collect(model, params, split, tokenizer, front, mesh,
+                                        keep_features=keep)
+    branches = list(model.config.encoder_branches)
+    row = {"model": name, "branches": " / ".join(branches),
+           "wer_greedy": results["test_wer_greedy"], "wer_beam": results["test_wer_beam"],
+           "test_words": results["test_words_greedy"]}
+    row.update(routing_report.summarize(
+        utterances, frame_period_s=reference.model.frame_period_s,
+        processor_flops=reference.model.processor_flops, branches=len(branches)))
+    recognizer = streaming.StreamingRecognizer(model, params,
+                                               max_length=config.eval.max_length)
+    seconds = np.concatenate([recognizer.run(u.features).frame_seconds
+                              for u in utterances[:_STREAM.value]])
+    row["stream_ms_per_frame"] = 1e3 * float(seconds.mean())
+    row["stream_p90_ms"] = 1e3 * float(np.percentile(seconds, 90))
+    return row, utterances
+
+
+def markdown(rows: list[dict], reference: ml_collections.ConfigDict) -> str:
+    processor = reference.model.processor_flops / 1e6
+    lines = [f"Processor {processor:.1f} MFLOP/s, frame period "
+             f"{1e3 * reference.model.frame_period_s:.0f} ms; UPL from counted FLOPs; "
+             "stream = measured batch-1 wall clock per frame on this machine.", "",
+             "| model | branches | WER greedy | WER beam | MFLOPs/frame | frames per branch | "
+             "decided >0.99 | UPL mean / p90 / max (ms) | stream ms/frame |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        shares = " / ".join(f"{100 * r[k]:.0f}%" for k in sorted(r) if k.startswith("branch_"))
+        lines.append(
+            f"| {r['model']} | {r['branches']} | {100 * r['wer_greedy']:.1f}% | "
+            f"{100 * r['wer_beam']:.1f}% | {r['mflops_per_frame']:.2f} | {shares} | "
+            f"{100 * r['confident_frames']:.1f}% | {r['upl_mean_ms']:.0f} / "
+            f"{r['upl_p90_ms']:.0f} / {r['upl_max_ms']:.0f} | {r['stream_ms_per_frame']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    start = time.perf_counter()
+    unknown = sorted(set(_MODELS.value) - set(amnet_config.MODELS))
+    if unknown:
+        raise app.UsageError(f"unknown models {unknown}; choose from {amnet_config.MODELS}")
+    dense_run = Path(_DENSE_RUN.value)
+    if not (dense_run / "results.json").exists():
+        raise app.UsageError(f"--dense_run={dense_run} holds no finished dense run (train one "
+                             "with experiments/configs/baseline.py, or run `make demo`)")
+    workdir = Path(_WORKDIR.value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    reference = model_config("lowrank")  # the processor speed, shared by every row
+
+    dense_config = ml_collections.ConfigDict(json.loads((dense_run / "config.json").read_text()))
+    if _DATA_DIR.value:
+        dense_config.data.data_dir = _DATA_DIR.value
+    rows, records = [], {}
+    row, records["dense"] = evaluate("dense", dense_config, dense_run, json.loads(
+        (dense_run / "results.json").read_text()), reference)
+    rows.append(row)
+    for name in _MODELS.value:
+        config = model_config(name)
+        results = train(name, config, workdir / name)
+        row, records[name] = evaluate(name, config, workdir / name, results, reference)
+        rows.append(row)
+        print(markdown(rows[-1:], reference).splitlines()[-1])
+
+    table = markdown(rows, reference)
+    (workdir / "table.md").write_text(table + "\n")
+    (workdir / "table.json").write_text(json.dumps(rows, indent=2))
+    amnet_plots.wer_vs_flops(workdir / "wer_vs_flops.png", rows)
+    upl = {name: routing_report.upl_per_utterance(
+        utts, frame_period_s=reference.model.frame_period_s,
+        processor_flops=reference.model.processor_flops) for name, utts in records.items()}
+    amnet_plots.upl(workdir / "upl.png", upl)
+    routed = [n for n in _MODELS.value if not n.startswith("single-")]
+    if routed:
+        name = routed[0]
+        config = model_config(name)
+        amnet_plots.routing(
+            workdir / "routing.png",
+            [(f"{name}: test utterance {u.id}", u.features, u.branches, u.frame_flops)
+             for u in records[name][:_PLOTTED.value]],
+            num_mels=config.frontend.num_mels, frame_period_s=reference.model.frame_period_s,
+            processor_flops=reference.model.processor_flops,
+            branch_names=[str(LinearSpec.parse(b)) for b in config.model.encoder_branches])
+    print(f"\n{table}\n\nwrote {workdir}/table.md, table.json and the plots; "
+          f"{(time.perf_counter() - start) / 60:.1f} minutes")
+
+
+if __name__ == "__main__":
+    app.run(main)
