@@ -16,6 +16,7 @@ are reused (delete a model's directory to retrain it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -45,14 +46,30 @@ _STREAM = flags.DEFINE_integer("stream_utterances", 20,
 _PLOTTED = flags.DEFINE_integer("plot_utterances", 3, "Test utterances in routing.png.")
 
 
-def model_config(name: str) -> ml_collections.ConfigDict:
-    config = amnet_config.get_config(f"{_PRESET.value},{name}")
-    config.init.dense_run = str(Path(_DENSE_RUN.value).absolute())
-    if _DATA_DIR.value:
-        config.data.data_dir = _DATA_DIR.value
-    if _STEPS.value:
-        config.train.steps = _STEPS.value
-    return config
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What to compare (the flags of this script; `make demo` builds its own)."""
+
+    dense_run: str
+    workdir: str
+    preset: str = "small"
+    models: tuple[str, ...] = PAPER_MODELS
+    data_dir: str | None = None
+    steps: int | None = None
+    stream_utterances: int = 20
+    plot_utterances: int = 3
+
+    def model_config(self, name: str) -> ml_collections.ConfigDict:
+        config = amnet_config.get_config(f"{self.preset},{name}")
+        config.init.dense_run = str(Path(self.dense_run).absolute())
+        # Fine-tuned on the corpus its dense parent was trained on.
+        dense = json.loads((Path(self.dense_run) / "config.json").read_text())
+        config.data.name = dense["data"]["name"]
+        if self.data_dir:
+            config.data.data_dir = self.data_dir
+        if self.steps:
+            config.train.steps = self.steps
+        return config
 
 
 def train(name: str, config: ml_collections.ConfigDict, workdir: Path) -> dict:
@@ -67,7 +84,7 @@ def train(name: str, config: ml_collections.ConfigDict, workdir: Path) -> dict:
 
 
 def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, results: dict,
-             reference: ml_collections.ConfigDict) -> tuple[dict, list]:
+             reference: ml_collections.ConfigDict, setup: Comparison) -> tuple[dict, list]:
     """One table row and the per-utterance routing records of model `name`."""
     tokenizer = trainer.make_tokenizer(config)
     front, _ = trainer.frontend_configs(config)
@@ -75,7 +92,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
     params, _ = checkpointing.load_params(run_dir)
     mesh = train_step.make_mesh(1)
     split = trainer.open_eval_split(config, config.data.test_split, tokenizer)
-    keep = max(_STREAM.value, _PLOTTED.value)
+    keep = max(setup.stream_utterances, setup.plot_utterances)
     utterances = routing_report.collect(model, params, split, tokenizer, front, mesh,
                                         keep_features=keep)
     branches = list(model.config.encoder_branches)
@@ -88,7 +105,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
     recognizer = streaming.StreamingRecognizer(model, params,
                                                max_length=config.eval.max_length)
     seconds = np.concatenate([recognizer.run(u.features).frame_seconds
-                              for u in utterances[:_STREAM.value]])
+                              for u in utterances[:setup.stream_utterances]])
     row["stream_ms_per_frame"] = 1e3 * float(seconds.mean())
     row["stream_p90_ms"] = 1e3 * float(np.percentile(seconds, 90))
     return row, utterances
@@ -112,33 +129,32 @@ def markdown(rows: list[dict], reference: ml_collections.ConfigDict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
+def compare(setup: Comparison) -> str:
+    """Trains what is missing, evaluates every model, writes table and plots; returns the
+    markdown table."""
     start = time.perf_counter()
-    unknown = sorted(set(_MODELS.value) - set(amnet_config.MODELS))
+    unknown = sorted(set(setup.models) - set(amnet_config.MODELS))
     if unknown:
-        raise app.UsageError(f"unknown models {unknown}; choose from {amnet_config.MODELS}")
-    dense_run = Path(_DENSE_RUN.value)
+        raise ValueError(f"unknown models {unknown}; choose from {amnet_config.MODELS}")
+    dense_run = Path(setup.dense_run)
     if not (dense_run / "results.json").exists():
-        raise app.UsageError(f"--dense_run={dense_run} holds no finished dense run (train one "
-                             "with experiments/configs/baseline.py, or run `make demo`)")
-    workdir = Path(_WORKDIR.value)
+        raise ValueError(f"dense run {dense_run} is not finished (train one with "
+                         "experiments/configs/baseline.py, or run `make demo`)")
+    workdir = Path(setup.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    reference = model_config("lowrank")  # the processor speed, shared by every row
+    reference = setup.model_config("lowrank")  # the processor speed, shared by every row
 
     dense_config = ml_collections.ConfigDict(json.loads((dense_run / "config.json").read_text()))
-    if _DATA_DIR.value:
-        dense_config.data.data_dir = _DATA_DIR.value
+    if setup.data_dir:
+        dense_config.data.data_dir = setup.data_dir
     rows, records = [], {}
     row, records["dense"] = evaluate("dense", dense_config, dense_run, json.loads(
-        (dense_run / "results.json").read_text()), reference)
+        (dense_run / "results.json").read_text()), reference, setup)
     rows.append(row)
-    for name in _MODELS.value:
-        config = model_config(name)
+    for name in setup.models:
+        config = setup.model_config(name)
         results = train(name, config, workdir / name)
-        row, records[name] = evaluate(name, config, workdir / name, results, reference)
+        row, records[name] = evaluate(name, config, workdir / name, results, reference, setup)
         rows.append(row)
         print(markdown(rows[-1:], reference).splitlines()[-1])
 
@@ -150,19 +166,34 @@ def main(argv: Sequence[str]) -> None:
         utts, frame_period_s=reference.model.frame_period_s,
         processor_flops=reference.model.processor_flops) for name, utts in records.items()}
     amnet_plots.upl(workdir / "upl.png", upl)
-    routed = [n for n in _MODELS.value if not n.startswith("single-")]
+    routed = [n for n in setup.models if not n.startswith("single-")]
     if routed:
         name = routed[0]
-        config = model_config(name)
+        config = setup.model_config(name)
         amnet_plots.routing(
             workdir / "routing.png",
             [(f"{name}: test utterance {u.id}", u.features, u.branches, u.frame_flops)
-             for u in records[name][:_PLOTTED.value]],
+             for u in records[name][:setup.plot_utterances]],
             num_mels=config.frontend.num_mels, frame_period_s=reference.model.frame_period_s,
             processor_flops=reference.model.processor_flops,
             branch_names=[str(LinearSpec.parse(b)) for b in config.model.encoder_branches])
-    print(f"\n{table}\n\nwrote {workdir}/table.md, table.json and the plots; "
+    print(f"\nwrote {workdir}/table.md, table.json and the plots; "
           f"{(time.perf_counter() - start) / 60:.1f} minutes")
+    return table
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        table = compare(Comparison(
+            dense_run=_DENSE_RUN.value, workdir=_WORKDIR.value, preset=_PRESET.value,
+            models=tuple(_MODELS.value), data_dir=_DATA_DIR.value, steps=_STEPS.value,
+            stream_utterances=_STREAM.value, plot_utterances=_PLOTTED.value))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    print(f"\n{table}")
 
 
 if __name__ == "__main__":

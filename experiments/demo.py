@@ -4,6 +4,10 @@ r"""The main job on the embedded corpus (`make demo`).
    prints its statistics.
 2. Trains the single-encoder dense RNN-T baseline (`experiments/configs/baseline.py:small`)
    and prints its test WER, greedy and beam.
+3. Fine-tunes AmNet (dense + lowrank(16) branches, arbitrator, L_amr) from that baseline
+   (`experiments/configs/amnet.py:small,lowrank`) and prints the AmNet vs baseline table of
+   `experiments/amnet_paper.py` (WER, MFLOPs/frame, routing, simulated latency, streaming wall
+   clock), with its plots in --amnet_workdir.
 
 Re-running it reuses what exists: the corpus, and the run in --workdir (a finished run is
 reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
@@ -20,12 +24,17 @@ from absl import app, flags, logging
 
 from amnet import trainer
 from amnet.data import corpus_report, spoken_commands
+from experiments import amnet_paper
 from experiments.configs import baseline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory of the baseline.")
 _SIZE = flags.DEFINE_enum("size", "small", sorted(spoken_commands.SIZES), "Corpus size.")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: the small preset's).")
+_AMNET_WORKDIR = flags.DEFINE_string("amnet_workdir", "runs/demo_amnet",
+                                     "Where the AmNet run, table and plots go.")
+_AMNET_MODELS = flags.DEFINE_list("amnet_models", ["lowrank"],
+                                  "AmNet models to compare with the baseline.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -53,6 +62,12 @@ def main(argv: Sequence[str]) -> None:
         results = trainer.train_and_evaluate(config, str(workdir), resume=resume)
     print(f"\ntest WER on {results['test_words_greedy']} words: "
           f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}")
+
+    print("\nAmNet, fine-tuned from the baseline:")
+    table = amnet_paper.compare(amnet_paper.Comparison(
+        dense_run=str(workdir), workdir=_AMNET_WORKDIR.value, preset="small",
+        models=tuple(_AMNET_MODELS.value), data_dir=_DATA_DIR.value, stream_utterances=10))
+    print(f"\nAmNet vs the dense baseline ({_SIZE.value} corpus, test split):\n{table}")
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} minutes")
 
 

@@ -1,0 +1,54 @@
+"""AmNet end to end through the entry points: dense baseline -> warm-started AmNet with three
+branches (dense, sparse, lowrank) -> the paper's table and plots."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from amnet import checkpointing, pruning
+from tests.conftest import tiny_name
+from tests.test_train import ROOT, _env
+
+
+def _run(args):
+    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
+                         capture_output=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out.stdout
+
+
+def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir, tmp_path):
+    dense = tmp_path / "dense"
+    _run(["experiments.train", f"--config={ROOT}/experiments/configs/baseline.py:tiny",
+          f"--workdir={dense}", f"--config.data.name={tiny_name(0)}",
+          f"--config.data.data_dir={tiny_data_dir}"])
+    paper = tmp_path / "paper"
+    stdout = _run(["experiments.amnet_paper", "--preset=tiny", f"--dense_run={dense}",
+                   f"--workdir={paper}", f"--data_dir={tiny_data_dir}", "--models=three",
+                   "--stream_utterances=1", "--plot_utterances=2"])
+    rows = json.loads((paper / "table.json").read_text())
+    assert [r["model"] for r in rows] == ["dense", "three"]
+    three = rows[1]
+    assert three["branches"] == "dense / sparse(0.9) / lowrank(4)"
+    assert abs(sum(three[f"branch_{k}_frames"] for k in range(3)) - 1.0) < 1e-9
+    assert three["upl_max_ms"] >= three["upl_p90_ms"] >= 0 and three["stream_ms_per_frame"] > 0
+    assert "| three |" in stdout and "| dense |" in stdout
+    for plot in ("routing.png", "wer_vs_flops.png", "upl.png"):
+        assert (paper / plot).stat().st_size > 10_000, plot
+
+    # Every branch and the arbitrator were trained; the sparse branch reached its sparsity.
+    start, _ = checkpointing.load_params(dense)
+    params, meta = checkpointing.load_params(paper / "three")
+    assert meta["model"]["encoder_branches"] == ["dense", "sparse(0.9)", "lowrank(4)"]
+    sparsity = pruning.measured_sparsity(params, ("dense", "sparse(0.9)", "lowrank(4)"))
+    assert abs(sparsity["branch_1"] - 0.9) < 1e-3, sparsity
+    dense_kernel = np.asarray(start["encoder"]["branch_0"]["layers_0"]["input_kernel"])
+    assert not np.allclose(params["encoder"]["branch_0"]["layers_0"]["input_kernel"],
+                           dense_kernel)
+    assert not np.allclose(params["encoder"]["branch_1"]["layers_0"]["input_kernel"],
+                           np.where(params["encoder"]["branch_1"]["layers_0"]["input_kernel"]
+                                    == 0, 0, dense_kernel))
+    metrics = [json.loads(line) for line in (paper / "three" / "metrics.jsonl").open()]
+    assert any(r.get("train/branch_2_frames", 0) > 0 for r in metrics)
