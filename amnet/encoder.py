@@ -49,6 +49,7 @@ class RoutingTrace(NamedTuple):
 
     logits: jax.Array  # [B, T, K] arbitrator logits z_t
     gates: jax.Array  # [B, T, K] one-hot decisions (straight-through in training)
+    soft: jax.Array  # [B, T, K] the Gumbel-softmax sample y (training) or softmax(z) (inference)
     frame_flops: jax.Array  # [B, T] counted FLOPs of each frame (C of the chosen branch)
     backlog: jax.Array  # [B, T] backlog b_t seen by the arbitrator, seconds
     finish: jax.Array  # [B, T] finish time f_t, seconds
@@ -140,8 +141,9 @@ class Encoder(nn.Module):
             backlog, logits = self._decide(arbitrator, x_t, finish, arrival)
             if noise_t is None:
                 gate = jax.nn.one_hot(jnp.argmax(logits, -1), len(branches))
+                soft = jax.nn.softmax(logits, axis=-1)
             else:
-                gate, _ = router.straight_through(logits, noise_t, temperature)
+                gate, soft = router.straight_through(logits, noise_t, temperature)
             mixed = _mix(gate, [_branch_step(w, gates_x[k], carries)
                                 for k, w in enumerate(branches)])
             cost = gate @ costs
@@ -149,7 +151,7 @@ class Encoder(nn.Module):
             keep = valid_t[:, None]
             carries = jax.tree.map(lambda n, o: jnp.where(keep, n, o), mixed, carries)
             finish = jnp.where(valid_t, new_finish, finish)
-            record = (jnp.where(keep, mixed[-1][0], 0.0), logits, gate,
+            record = (jnp.where(keep, mixed[-1][0], 0.0), logits, gate, soft,
                       jnp.where(valid_t, cost, 0.0), jnp.where(valid_t, backlog, 0.0), finish)
             return (carries, finish), record
 

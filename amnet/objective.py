@@ -28,7 +28,9 @@ from amnet.flops import frame_costs
 from amnet.transducer import Transducer
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-CONFIDENT = 0.99  # a frame counts as decided when max_k p_t[k] exceeds this
+# A frame counts as decided when max_k p_t[k] exceeds this ("confident": p = softmax(z), the
+# distribution decisions are drawn from; "binary": the Gumbel-softmax sample y at temperature τ).
+CONFIDENT = 0.99
 
 
 def rnnt_objective(model: Transducer) -> Objective:
@@ -57,6 +59,7 @@ def routing_terms(trace: RoutingTrace, lengths: jax.Array, branch_flops: jax.Arr
         "upl_frames": (last - lengths * frame_period_s) / frame_period_s,
         "flops_per_frame": mean(trace.frame_flops),
         "confident_frames": mean((jnp.max(probs, axis=-1) > CONFIDENT).astype(jnp.float32)),
+        "binary_frames": mean((jnp.max(trace.soft, axis=-1) > CONFIDENT).astype(jnp.float32)),
     }
     for k in range(trace.gates.shape[-1]):
         terms[f"branch_{k}_frames"] = mean(jax.lax.stop_gradient(trace.gates[..., k]))

@@ -4,7 +4,10 @@ Per frame, one jitted call: the arbitrator scores the branches, `lax.switch` run
 chosen branch (`Encoder.step`), then greedy RNN-T decoding consumes the frame: the joint is
 evaluated and, while it emits a label (at most `max_symbols_per_frame`), the prediction network
 steps; a `lax.while_loop` stops at the first blank, so a silent frame costs one joint
-evaluation. Each call is timed with `block_until_ready`; the first (compiling) call is excluded.
+evaluation. Each call is timed with `block_until_ready`; the first (compiling) call is
+excluded. The whole stream state (LSTM states, decoder state, simulated finish time) travels as
+one flat float32 vector: every output buffer of a jitted call costs several microseconds on the
+host, as much as the low-rank branch's arithmetic, so one buffer instead of a dozen.
 
 The backlog the arbitrator sees is the simulated processor's (`amnet.latency`, counted FLOPs at
 the model's configured speed), exactly as in training, so the decisions do not depend on the
@@ -18,6 +21,7 @@ import time
 from typing import Any
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -72,34 +76,37 @@ class StreamingRecognizer:
         self.model, self.params, self.max_length = model, params, max_length
         self.branch_flops = np.asarray(frame_costs(model.config).per_branch, np.float64)
 
-        def step(params, encoder_state, greedy_state, frame):
-            enc_proj, encoder_state, branch = model.apply(
-                {"params": params}, frame[None], encoder_state, method=Transducer.encode_step)
-            greedy_state = _greedy_frame(model, params, greedy_state, enc_proj,
-                                         max_symbols_per_frame)
-            return encoder_state, greedy_state, branch[0]
-
         def start(params):
             encoder_state, _ = model.apply({"params": params}, 1,
                                            method=Transducer.initial_state)
             return encoder_state, decoding.greedy_init(model, params, 1, max_length)
 
+        self._initial, self._unflatten = jax.flatten_util.ravel_pytree(
+            jax.jit(start)(params))  # token ids and frame counts are exact in float32
+
+        def step(params, flat_state, frame):
+            encoder_state, greedy_state = self._unflatten(flat_state)
+            enc_proj, encoder_state, branch = model.apply(
+                {"params": params}, frame[None], encoder_state, method=Transducer.encode_step)
+            greedy_state = _greedy_frame(model, params, greedy_state, enc_proj,
+                                         max_symbols_per_frame)
+            return jax.flatten_util.ravel_pytree((encoder_state, greedy_state))[0], branch[0]
+
         self._step = jax.jit(step)
-        self._start = jax.jit(start)
 
     def run(self, features: np.ndarray) -> StreamResult:
-        encoder_state, greedy_state = self._start(self.params)
+        state = self._initial
         frames = [jnp.asarray(f) for f in np.asarray(features, np.float32)]
         # Compile (and warm up) outside the timed loop.
-        jax.block_until_ready(self._step(self.params, encoder_state, greedy_state, frames[0]))
+        jax.block_until_ready(self._step(self.params, state, frames[0]))
         branches, seconds = [], []
         for frame in frames:
             begin = time.perf_counter()
-            encoder_state, greedy_state, branch = self._step(self.params, encoder_state,
-                                                             greedy_state, frame)
+            state, branch = self._step(self.params, state, frame)
             branch = int(jax.block_until_ready(branch))
             seconds.append(time.perf_counter() - begin)
             branches.append(branch)
+        _, greedy_state = self._unflatten(state)
         length = int(greedy_state.lengths[0])
         branches = np.asarray(branches)
         return StreamResult(np.asarray(greedy_state.tokens[0, :length]).tolist(), branches,
