@@ -64,15 +64,17 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
         c.model.encoder_branches = ("dense", {"sparse": sparse, "lowrank": lowrank}[kind])
 
     c.amnet = ml_collections.ConfigDict()
-    c.amnet.cost_weight = 2.0  # λ_cost
+    # The RNN-T loss is a sum over the utterance (~15 nats here), the routing terms are means
+    # over its frames (<= 1): the weights are in nats per utterance.
+    c.amnet.cost_weight = 10.0  # λ_cost
     c.amnet.amortization = ("none" if model.endswith("-noamr") else
                             "upl" if model.endswith("-upl") else "amr")
-    c.amnet.amr_weight = 4.0  # λ_amr > λ_cost: without backlog the slow branch is cheaper
+    c.amnet.amr_weight = 20.0  # λ_amr > λ_cost: without backlog the slow branch is cheaper
     c.amnet.backlog_threshold_s = 0.06  # β: two frames of backlog
-    c.amnet.upl_weight = 0.05  # λ_upl per frame of final latency (the ablation)
+    c.amnet.upl_weight = 0.5  # λ_upl per frame of final latency (the ablation)
     c.amnet.temperature = ml_collections.ConfigDict()
     c.amnet.temperature.initial = 1.0
-    c.amnet.temperature.final = 0.1
+    c.amnet.temperature.final = 0.005  # the Gumbel-softmax sample is one-hot within 1%
     c.amnet.temperature.decay_steps = 200
 
     c.pruning = ml_collections.ConfigDict()
