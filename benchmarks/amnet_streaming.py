@@ -14,6 +14,7 @@ then routes as its random weights say) on random features.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,9 @@ _AMNET = flags.DEFINE_string("amnet_run", None, "Run dir of the AmNet model.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir of the runs' corpus.")
 _UTTERANCES = flags.DEFINE_integer("utterances", 20, "Test utterances (or random ones).")
 _FRAMES = flags.DEFINE_integer("frames", 100, "Frames per random utterance (no runs).")
+_SINGLE_THREAD = flags.DEFINE_bool(
+    "single_thread", False, "Run XLA's CPU kernels on one thread, like the latency model's "
+    "single-thread processor (set before the backend starts).")
 
 
 def _from_run(run: str) -> tuple[Transducer, dict, ml_collections.ConfigDict]:
@@ -56,6 +60,9 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if (_DENSE.value is None) != (_AMNET.value is None):
         raise app.UsageError("give both --dense_run and --amnet_run, or neither")
+    if _SINGLE_THREAD.value:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                                   "=false intra_op_parallelism_threads=1").strip()
     if _DENSE.value:
         dense, dense_params, _ = _from_run(_DENSE.value)
         amnet, amnet_params, config = _from_run(_AMNET.value)
