@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 from amnet import trainer
 from amnet.data import corpus_report, spoken_commands
-from experiments import amnet_paper
+from experiments import amnet_comparison
 from experiments.configs import baseline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> None:
           f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}")
 
     print("\nAmNet, fine-tuned from the baseline:")
-    table = amnet_paper.compare(amnet_paper.Comparison(
+    table = amnet_comparison.compare(amnet_comparison.Comparison(
         dense_run=str(workdir), workdir=_AMNET_WORKDIR.value, preset="small",
         models=tuple(_AMNET_MODELS.value), data_dir=_DATA_DIR.value, stream_utterances=10))
     print(f"\nAmNet vs the dense baseline ({_SIZE.value} corpus, test split):\n{table}")

@@ -52,3 +52,11 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
                                     == 0, 0, dense_kernel))
     metrics = [json.loads(line) for line in (paper / "three" / "metrics.jsonl").open()]
     assert any(r.get("train/branch_2_frames", 0) > 0 for r in metrics)
+
+
+def test_entry_points_define_their_flags_once():
+    """`make demo` imports the comparison; absl refuses a flag defined twice (at import)."""
+    for module in ("experiments.demo", "experiments.amnet_paper", "benchmarks.amnet_streaming"):
+        out = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
