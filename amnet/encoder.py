@@ -140,7 +140,7 @@ class Encoder(nn.Module):
             x_t, gates_x, arrival, valid_t, noise_t = inputs
             backlog, logits = self._decide(arbitrator, x_t, finish, arrival)
             if noise_t is None:
-                gate = jax.nn.one_hot(jnp.argmax(logits, -1), len(branches))
+                gate = jax.nn.one_hot(router.route(logits), len(branches))
                 soft = jax.nn.softmax(logits, axis=-1)
             else:
                 gate, soft = router.straight_through(logits, noise_t, temperature)
@@ -176,7 +176,7 @@ class Encoder(nn.Module):
         branches, arbitrator = self._weights()
         arrival = frames * self.frame_period_s
         _, logits = self._decide(arbitrator, x_t, state.finish, arrival)
-        choice = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        choice = router.route(logits).astype(jnp.int32)
 
         def run(weights, carries):
             return _branch_step(weights, matmul(x_t, weights[0].input_kernel)

@@ -85,6 +85,16 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def read_run_config(workdir: str | Path, data_dir: str | None = None,
+                    ) -> ml_collections.ConfigDict:
+    """The resolved config a run stored in `workdir` (`prepare_run_dir`); `data_dir` replaces
+    its data directory when given (the corpus was built elsewhere)."""
+    config = ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+    if data_dir:
+        config.data.data_dir = data_dir
+    return config
+
+
 def open_dataset(config: ml_collections.ConfigDict, split: str):
     """The split's data source; the embedded corpus is built first when missing."""
     builder = spoken_commands.builder_from_name(config.data.name, data_dir=config.data.data_dir)
@@ -102,7 +112,7 @@ def make_objective(config: ml_collections.ConfigDict, model: Transducer):
     loss = (objective.amnet_objective(model, config.amnet) if len(branches) > 1
             else objective.rnnt_objective(model))
     constrain = pruning.make_pruner(branches, config.pruning) if "pruning" in config else None
-    if constrain is None and any(b.startswith("sparse") for b in branches):
+    if constrain is None and pruning.sparse_branches(branches):
         raise ValueError("a sparse branch needs a `pruning` block in the config")
     return loss, constrain
 

@@ -13,10 +13,8 @@ then routes as its random weights say) on random features.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -38,9 +36,7 @@ _SINGLE_THREAD = flags.DEFINE_bool(
 
 
 def _from_run(run: str) -> tuple[Transducer, dict, ml_collections.ConfigDict]:
-    config = ml_collections.ConfigDict(json.loads((Path(run) / "config.json").read_text()))
-    if _DATA_DIR.value:
-        config.data.data_dir = _DATA_DIR.value
+    config = trainer.read_run_config(run, _DATA_DIR.value)
     params, meta = checkpointing.load_params(run)
     model = trainer.Transducer(trainer.model_config(config, meta["vocab_size"]))
     return model, params, config

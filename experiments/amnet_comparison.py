@@ -39,8 +39,7 @@ class Comparison:
         config = amnet_config.get_config(f"{self.preset},{name}")
         config.init.dense_run = str(Path(self.dense_run).absolute())
         # Fine-tuned on the corpus its dense parent was trained on.
-        dense = json.loads((Path(self.dense_run) / "config.json").read_text())
-        config.data.name = dense["data"]["name"]
+        config.data.name = trainer.read_run_config(self.dense_run).data.name
         if self.data_dir:
             config.data.data_dir = self.data_dir
         if self.steps:
@@ -120,9 +119,7 @@ def compare(setup: Comparison) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     reference = setup.model_config("lowrank")  # the processor speed, shared by every row
 
-    dense_config = ml_collections.ConfigDict(json.loads((dense_run / "config.json").read_text()))
-    if setup.data_dir:
-        dense_config.data.data_dir = setup.data_dir
+    dense_config = trainer.read_run_config(dense_run, setup.data_dir)
     rows, records = [], {}
     row, records["dense"] = evaluate("dense", dense_config, dense_run, json.loads(
         (dense_run / "results.json").read_text()), reference, setup)
