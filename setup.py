@@ -22,6 +22,9 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66,<5",
     "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
     "matplotlib>=3.8,<4",  # AmNet plots
+    "safetensors>=0.4,<1",  # model files on the device (neural diff), no pickle
+    "cryptography>=42,<47",  # Ed25519 signatures of update packages
+    "zstandard>=0.22,<1",  # the zstd --patch-from baseline of the neural-diff experiment
 ]
 
 EXTRAS_REQUIRE = {

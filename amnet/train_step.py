@@ -40,6 +40,9 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array  # raw uint32 key data; step keys are fold_in(rng, step)
+    # Inputs of the model that are not trained (a frozen base model and the structure of a
+    # neural diff); the model sees `merge(frozen, params)` (see `make_train_step`).
+    frozen: Any = None
 
 
 def make_mesh(num_devices: int = -1) -> Mesh:
@@ -98,12 +101,15 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
                     augment: frontend.SpecAugmentConfig | None,
                     objective: Objective | None = None,
                     constrain: Callable[[Params, Params, jax.Array], Params] | None = None,
+                    merge: Callable[[Any, Params], Params] | None = None,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
 
     objective: `amnet.objective` signature; default plain RNN-T. Its per-utterance metrics are
       reported as weighted means over the global batch.
     constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
+    merge: when given, the model runs on `merge(state.frozen, state.params)` and only
+      `state.params` is trained (a neural diff over a frozen base model).
     """
     objective = objective or rnnt_objective(model)
 
@@ -115,6 +121,8 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
         routing_key = jax.random.fold_in(jax.random.fold_in(base_key, ROUTING_STREAM), state.step)
 
         def loss_sum(params):
+            if merge is not None:
+                params = merge(state.frozen, params)
             features, lengths = frontend.log_mel(batch["audio"], batch["audio_lengths"],
                                                  frontend_config)
             if augment is not None:

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 
 from amnet import checkpointing, pruning
-from tests.conftest import tiny_name
 from tests.test_train import ROOT, _env
 
 
@@ -19,11 +18,9 @@ def _run(args):
     return out.stdout
 
 
-def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir, tmp_path):
-    dense = tmp_path / "dense"
-    _run(["experiments.train", f"--config={ROOT}/experiments/configs/baseline.py:tiny",
-          f"--workdir={dense}", f"--config.data.name={tiny_name(0)}",
-          f"--config.data.data_dir={tiny_data_dir}"])
+def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir, tiny_dense_run,
+                                                                  tmp_path):
+    dense = tiny_dense_run
     paper = tmp_path / "paper"
     stdout = _run(["experiments.amnet_paper", "--preset=tiny", f"--dense_run={dense}",
                    f"--workdir={paper}", f"--data_dir={tiny_data_dir}", "--models=three",

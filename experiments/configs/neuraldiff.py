@@ -1,0 +1,58 @@
+"""Neural-diff updates of a trained RNN-T over corpus generations g1..g5.
+
+    python -m experiments.neuraldiff_generations --config=experiments/configs/neuraldiff.py:small \
+        --config.base_run=runs/dense_small --workdir=runs/neuraldiff --data_dir=data
+
+The model, frontend and data blocks are the baseline preset's and must match the base run
+(`base_run`, the g0 model; its stored config is checked). Each update trains `train.steps`
+steps on one generation's training split (new domain plus the corpus's replay share).
+Budgets are fractions of the fp32 model's bytes; the package, header included, must fit.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from experiments.configs import baseline
+
+METHODS = ("full", "sparse", "hashed", "topk", "svd", "compressed", "zstd")
+
+
+def get_config(preset: str = "small") -> ml_collections.ConfigDict:
+    c = baseline.get_config(preset)
+    c.base_run = config_dict.placeholder(str)  # run dir of the g0 model (orbax checkpoints)
+    c.generations = 5  # updates g1..g5
+    c.methods = METHODS
+    c.budgets = (0.02, 0.10)  # of the fp32 model's bytes, for every budgeted method
+    c.sparse_budgets = ()  # extra budgets for the learned sparse diff alone (a finer sweep)
+
+    # `train` now describes one update's training (each generation's).
+    c.train.update(steps=60, global_batch_size=32, log_every=10)
+    # Measured on small g1 (docs/neuraldiff.md): 5e-4 lost 6 points of g0 WER in 50 steps,
+    # 3e-5 learned nothing; 1e-4 trades g0 for g1 the least badly.
+    c.optimizer.update(learning_rate=1e-4, warmup_steps=10, end_ratio=0.2, weight_decay=0.0)
+
+    c.diff = ml_collections.ConfigDict()
+    c.diff.min_ndim = 2  # which leaves carry a diff: 2 = kernels and embeddings, 1 = all
+    c.diff.include = config_dict.placeholder(str)  # regex over leaf paths
+    c.diff.exclude = config_dict.placeholder(str)
+    c.diff.coding = "fp16"  # value coding of learned diffs and post-hoc deltas: fp32|fp16|int8
+
+    c.sparse = ml_collections.ConfigDict()
+    c.sparse.begin_step = 12  # dense diff until here
+    c.sparse.end_step = 36  # the budget's density from here on, mask fixed
+    c.sparse.every = 4  # pruning steps between begin and end
+    c.sparse.power = 3.0  # cubic density schedule
+    c.sparse.scope = "global"  # or per_tensor
+
+    c.hashed = ml_collections.ConfigDict()
+    c.hashed.seed = 0
+
+    c.compressed = ml_collections.ConfigDict()
+    c.compressed.coding = "int8"  # the whole-model baseline: pruned and quantized
+
+    if preset == "tiny":
+        c.generations = 1
+        c.budgets = (0.10,)
+        c.train.update(steps=6, global_batch_size=8, log_every=2)
+        c.sparse.update(begin_step=1, end_step=4, every=1)
+    return c

@@ -1,0 +1,175 @@
+"""Successive model updates over corpus generations, one chain per (method, budget).
+
+A chain starts from the g0 model. For g = 1..G it builds the update of its method from the
+chain's previous model on generation g's data, packs it (`neuraldiff.package`), applies the
+package to a device model file (`neuraldiff.model_file.apply_to_file`, exactly the device path),
+and evaluates the result on the test split of every generation so far. Methods:
+
+  full        full fine-tune, the whole fp32 model shipped (accuracy upper bound, full size)
+  sparse      learned sparse diff (ours)          hashed   learned hashed diff (ours)
+  topk        full fine-tune, top-k of the delta   svd      full fine-tune, low-rank delta
+  compressed  full fine-tune, the new model pruned and int8-quantized
+  zstd        the full chain's models as zstd --patch-from deltas (lossless; bytes only)
+
+Everything a step produces goes to `<workdir>/<chain>/g<g>/` (update.ndiff, model.safetensors,
+result.json); a finished step is never redone, so an interrupted experiment resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from amnet import checkpointing, trainer
+from experiments.configs.neuraldiff import METHODS
+from experiments.neuraldiff_training import UpdateTrainer, selector
+from neuraldiff import model_file, package, posthoc, tree, updates
+
+BUDGETED = ("sparse", "hashed", "topk", "svd", "compressed")
+FINETUNED = ("full", "topk", "svd", "compressed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    method: str
+    budget: float | None = None  # share of the fp32 model's bytes
+
+    @property
+    def name(self) -> str:
+        return self.method if self.budget is None else f"{self.method}_{self.budget * 100:g}pct"
+
+
+def chains(config: ml_collections.ConfigDict) -> list[Chain]:
+    """The chains the config asks for, the shared budgets first and the sparse diff's extra
+    budgets last (zstd is derived from the full chain, not trained)."""
+    out = []
+    for method in config.methods:
+        if method in BUDGETED:
+            out += [Chain(method, b) for b in config.budgets]
+        elif method == "full" or (method == "zstd" and "full" not in config.methods):
+            out.append(Chain("full"))
+        elif method != "zstd":
+            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if "sparse" in config.methods:
+        out += [Chain("sparse", b) for b in config.sparse_budgets if b not in config.budgets]
+    return out
+
+
+def check_base_run(config: ml_collections.ConfigDict) -> None:
+    """The base run's model and frontend must be the config's."""
+    if not config.base_run:
+        raise ValueError("set --config.base_run to the run directory of the g0 model")
+    stored = trainer.read_run_config(config.base_run)
+    for block in ("model", "frontend"):
+        if stored[block].to_dict() != config[block].to_dict():
+            raise ValueError(f"{config.base_run} was trained with another {block} block: "
+                             f"{stored[block].to_dict()} vs {config[block].to_dict()}")
+
+
+class Experiment:
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        check_base_run(config)
+        self.config = config
+        self.workdir = Path(workdir)
+        self.trainer = UpdateTrainer(config)
+        params, _ = checkpointing.load_params(config.base_run)
+        self.base = updates.flat(params)
+        self.names = selector(config).names(tree.unflatten(self.base))
+        self.model_bytes = sum(v.nbytes for v in self.base.values())
+
+    def budget_bytes(self, chain: Chain) -> int | None:
+        return None if chain.budget is None else int(chain.budget * self.model_bytes)
+
+    def _finetuned(self, params, generation: int):
+        """The full fine-tune of `params` on a generation, cached by the model's fingerprint
+        (at g1 every fine-tuning chain starts from the same model)."""
+        path = (self.workdir / "finetunes"
+                / f"{package.fingerprint(params)[:16]}_g{generation}.safetensors")
+        if path.exists():
+            return model_file.load(path)
+        new = self.trainer.finetune(params, generation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model_file.save(path, new)
+        return new
+
+    def _contents(self, chain: Chain, params, generation: int) -> tuple[list, dict]:
+        budget = self.budget_bytes(chain)
+        coding = self.config.diff.coding
+        if chain.method == "sparse":
+            return self.trainer.sparse_diff(params, generation, budget)
+        if chain.method == "hashed":
+            return self.trainer.hashed_diff(params, generation, budget)
+        new = self._finetuned(params, generation)
+        if chain.method == "full":
+            return posthoc.full_model(new), {}
+        if chain.method == "topk":
+            return posthoc.topk_delta(params, new, self.names, budget, coding), {}
+        if chain.method == "svd":
+            return posthoc.svd_delta(params, new, self.names, budget, coding), {}
+        return posthoc.compressed_model(new, self.names, budget,
+                                        self.config.compressed.coding), {}
+
+    def run_chain(self, chain: Chain) -> list[dict]:
+        params, results = self.base, []
+        for g in range(1, self.config.generations + 1):
+            step_dir = self.workdir / chain.name / f"g{g}"
+            result_file = step_dir / "result.json"
+            if result_file.exists():
+                results.append(json.loads(result_file.read_text()))
+                params = model_file.load(step_dir / "model.safetensors")
+                continue
+            start = time.perf_counter()
+            contents, info = self._contents(chain, params, g)
+            data, server_model = package.pack(chain.method, contents, params,
+                                              budget_bytes=self.budget_bytes(chain))
+            train_seconds = time.perf_counter() - start
+            # The device: its model file holds the previous model; the package is applied to it.
+            step_dir.mkdir(parents=True, exist_ok=True)
+            device_file = step_dir / "model.safetensors"
+            model_file.save(device_file, params)
+            model_file.apply_to_file(device_file, data)
+            params = model_file.load(device_file)
+            if package.fingerprint(params) != package.fingerprint(server_model):
+                raise AssertionError(f"{chain.name} g{g}: device model differs from the server's")
+            (step_dir / "update.ndiff").write_bytes(data)
+            wer = {f"g{k}": self.trainer.word_error_rate(params, k) for k in range(g + 1)}
+            result = {"chain": chain.name, "method": chain.method, "budget": chain.budget,
+                      "budget_bytes": self.budget_bytes(chain), "generation": g,
+                      "update_bytes": len(data), "model_bytes": self.model_bytes,
+                      "update_percent": 100 * len(data) / self.model_bytes,
+                      "wer": wer, "seconds": train_seconds,
+                      "fingerprint": package.fingerprint(params), **info}
+            result_file.write_text(json.dumps(result, indent=2))
+            logging.info("%s g%d: %d bytes (%.2f%%), WER %s", chain.name, g, len(data),
+                         result["update_percent"], {k: f"{v:.3f}" for k, v in wer.items()})
+            results.append(result)
+        return results
+
+    def zstd_results(self) -> list[dict]:
+        """The full chain's models shipped as zstd patches of the model files (lossless: the
+        models and WERs are the full chain's)."""
+        previous = model_file.to_bytes(self.base)
+        out = []
+        for g in range(1, self.config.generations + 1):
+            step_dir = self.workdir / "full" / f"g{g}"
+            full = json.loads((step_dir / "result.json").read_text())
+            current = (step_dir / "model.safetensors").read_bytes()
+            size = posthoc.zstd_patch_size(previous, current)
+            out.append({**full, "chain": "zstd", "method": "zstd", "update_bytes": size,
+                        "update_percent": 100 * size / self.model_bytes})
+            previous = current
+        return out
+
+    def distance_to_full(self, chain: Chain, generation: int) -> float:
+        """||θ_chain - θ_full|| / ||θ_full - θ_g0|| at a generation (0: the full chain's model)."""
+        ours = model_file.load(self.workdir / chain.name / f"g{generation}" / "model.safetensors")
+        full = model_file.load(self.workdir / "full" / f"g{generation}" / "model.safetensors")
+        gap = sum(float(np.sum((ours[n] - full[n]) ** 2)) for n in full)
+        moved = sum(float(np.sum((full[n] - self.base[n]) ** 2)) for n in full)
+        return float(np.sqrt(gap / moved))

@@ -1,0 +1,57 @@
+r"""Successive neural-diff updates over corpus generations g1..g5, against baselines.
+
+    python -m experiments.neuraldiff_generations --config=experiments/configs/neuraldiff.py:small \
+        --config.base_run=runs/dense_small --workdir=runs/neuraldiff --data_dir=data \
+        [--config.methods=sparse,full] [--config.sparse_budgets=0.01,0.05]
+
+Writes <workdir>/results.{json,md}, wer_vs_generation.png and wer_vs_bytes.png; re-running
+resumes (finished chain steps are kept). See experiments/neuraldiff_chains.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import neuraldiff_report
+from experiments.neuraldiff_chains import Experiment, chains
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
+                                          "Experiment config file[:preset].")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/neuraldiff", "Where chains and tables go.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
+
+
+def run(config, workdir: str) -> str:
+    """Runs (or resumes) every chain; returns the markdown report."""
+    experiment = Experiment(config, workdir)
+    results = []
+    for chain in chains(config):
+        logging.info("chain %s", chain.name)
+        results += experiment.run_chain(chain)
+    if "zstd" in config.methods and "full" in config.methods:
+        results += experiment.zstd_results()
+    out = Path(workdir)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    report = "\n".join([neuraldiff_report.table(results), "",
+                        *(f"- {line}" for line in neuraldiff_report.targets(results))])
+    (out / "results.md").write_text(report + "\n")
+    neuraldiff_report.plots(results, out)
+    return report
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    if _DATA_DIR.value:
+        config.data.data_dir = _DATA_DIR.value
+    print(run(config, _WORKDIR.value))
+
+
+if __name__ == "__main__":
+    app.run(main)

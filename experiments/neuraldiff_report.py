@@ -1,0 +1,145 @@
+"""Tables, targets and plots of the successive-update experiment (`neuraldiff_chains`).
+
+Each result is one (chain, generation) step: update bytes and the greedy test WER of the
+resulting model on every generation's test split so far (`wer['g<k>']`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+LEARNED = ("sparse", "hashed")
+POSTHOC = ("topk", "svd", "compressed", "zstd")
+WITHIN = 0.01  # target: within 1.0 absolute WER of the full fine-tune chain
+
+
+def by_chain(results: list[dict]) -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for r in sorted(results, key=lambda r: (r["chain"], r["generation"])):
+        out[r["chain"]].append(r)
+    return dict(out)
+
+
+def new_wer(step: dict) -> float:
+    """WER of a step's model on the test set of the generation it was trained for."""
+    return step["wer"][f"g{step['generation']}"]
+
+
+def final_gaps(steps: list[dict], full: list[dict]) -> list[float]:
+    """WER of the chain's last model minus the full chain's, on each generation's test set."""
+    ours, reference = steps[-1]["wer"], full[len(steps) - 1]["wer"]
+    return [ours[k] - reference[k] for k in sorted(reference)]
+
+
+def table(results: list[dict]) -> str:
+    chains = by_chain(results)
+    full = chains["full"]
+    generations = len(full)
+    lines = ["| chain | update bytes (mean) | % of fp32 model | "
+             + " | ".join(f"WER g{g} (new)" for g in range(1, generations + 1))
+             + f" | g{generations} model: mean WER g0..g{generations} | max gap to full |",
+             "|---" * (generations + 5) + "|"]
+    order = sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
+                                          chains[c][0]["budget"] or 0))
+    for name in order:
+        steps = chains[name]
+        last = steps[-1]["wer"]
+        gap = max(final_gaps(steps, full)) if len(steps) == generations else float("nan")
+        lines.append(
+            f"| {name} | {np.mean([s['update_bytes'] for s in steps]):,.0f} | "
+            f"{np.mean([s['update_percent'] for s in steps]):.2f} | "
+            + " | ".join(f"{new_wer(s):.1%}" for s in steps)
+            + " | " * (generations - len(steps))
+            + f" | {np.mean(list(last.values())):.1%} | {gap:+.1%} |")
+    return "\n".join(lines)
+
+
+def targets(results: list[dict]) -> list[str]:
+    """The issue's targets, measured (met / missed, with the numbers)."""
+    chains = by_chain(results)
+    full = chains["full"]
+    lines = []
+    sparse = {c: s for c, s in chains.items() if s[0]["method"] == "sparse"
+              and len(s) == len(full)}
+    within = {c: max(final_gaps(s, full)) for c, s in sparse.items()}
+    at_ten = [c for c, s in sparse.items() if s[0]["budget"] <= 0.10]
+    if at_ten:
+        best = min(at_ten, key=lambda c: within[c])
+        lines.append(f"sparse diff <= 10% within 1.0 WER of full on every test set after "
+                     f"{len(full)} updates: {'met' if within[best] <= WITHIN else 'missed'} "
+                     f"({best}: max gap {within[best]:+.1%})")
+    ok = [c for c in sparse if within[c] <= WITHIN]
+    if ok:
+        smallest = min(ok, key=lambda c: sparse[c][0]["budget"])
+        percent = max(s["update_percent"] for s in sparse[smallest])
+        lines.append(f"smallest sparse budget within 1.0 WER: {smallest}, updates <= "
+                     f"{percent:.2f}% of the model ({100 - percent:.1f}% smaller): "
+                     f"{'met' if percent <= 5 else 'missed'} (target >= 95% smaller)")
+    else:
+        lines.append("smallest sparse budget within 1.0 WER: none of the budgets tried: missed")
+    mean_wer = {c: np.mean(list(s[-1]["wer"].values())) for c, s in chains.items()
+                if len(s) == len(full)}
+    for budget in sorted({s[0]["budget"] for s in chains.values() if s[0]["budget"]}):
+        at = {s[0]["method"]: c for c, s in chains.items() if s[0]["budget"] == budget}
+        for ours in LEARNED:
+            if ours not in at or at[ours] not in mean_wer:
+                continue
+            beaten = [m for m in ("topk", "svd", "compressed")
+                      if m in at and at[m] in mean_wer and mean_wer[at[ours]] < mean_wer[at[m]]]
+            lost = [m for m in ("topk", "svd", "compressed")
+                    if m in at and at[m] in mean_wer and m not in beaten]
+            lines.append(f"{budget:.0%} budget: {ours} (mean WER {mean_wer[at[ours]]:.1%}) beats "
+                         f"{', '.join(beaten) or 'none'}"
+                         + (f"; not {', '.join(lost)}" if lost else ""))
+    if "zstd" in chains:
+        percents = [s["update_percent"] for s in chains["zstd"]]
+        largest = 100 * max((s[0]["budget"] or 0) for s in chains.values())
+        span = f"{min(percents):.1f}-{max(percents):.1f}%"
+        lines.append(f"zstd --patch-from of the full chain: {span} of the model per update "
+                     f"(lossless){', above every budget tried' if min(percents) > largest else ''}")
+    return lines
+
+
+def plots(results: list[dict], out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    chains = by_chain(results)
+    budgets = sorted({s[0]["budget"] for s in chains.values() if s[0]["budget"]})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        for name, steps in chains.items():
+            if steps[0]["budget"] in (budget, None) and steps[0]["method"] != "zstd":
+                ax.plot([s["generation"] for s in steps],
+                        [100 * new_wer(s) for s in steps], marker="o",
+                        label=name, linestyle="--" if steps[0]["method"] == "full" else "-")
+        ax.set(title=f"budget {budget:.0%} of the model", xlabel="generation",
+               ylabel="WER on the new generation's test set (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    by_generation = out_dir / "wer_vs_generation.png"
+    fig.savefig(by_generation, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    methods = defaultdict(list)
+    for steps in chains.values():
+        methods[steps[0]["method"]].append(
+            (np.mean([s["update_bytes"] for s in steps]),
+             100 * np.mean([new_wer(s) for s in steps])))
+    for method, points in sorted(methods.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+    ax.set(xscale="log", xlabel="update bytes (mean over generations)",
+           ylabel="mean WER on the new generation (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    by_bytes = out_dir / "wer_vs_bytes.png"
+    fig.savefig(by_bytes, dpi=120)
+    plt.close(fig)
+    return [by_generation, by_bytes]

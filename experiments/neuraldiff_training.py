@@ -1,0 +1,190 @@
+"""Training model updates for the neural-diff experiments: a full fine-tune, a learned sparse
+diff and a learned hashed diff of the RNN-T on one corpus generation, with the project's data
+pipeline and data-parallel train step (`amnet.train_step`, with the diff as the trained
+parameters and the base model frozen).
+
+Models go in and out as flat NumPy dicts (`neuraldiff.tree` names), the form of model files
+and packages.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from amnet import objective, optim, train_step, trainer
+from amnet.data import input_pipeline
+from amnet.transducer import Transducer
+from neuraldiff import hashed, sparse, tree, updates
+from neuraldiff.package import TensorUpdate
+from neuraldiff.tree import Selector
+
+Flat = dict[str, np.ndarray]
+
+
+def generation_name(name: str, generation: int) -> str:
+    """`spoken_commands/small_g0` -> `spoken_commands/small_g3` (the generation's dataset)."""
+    new, count = re.subn(r"_g\d+", f"_g{generation}", name, count=1)
+    if not count:
+        raise ValueError(f"dataset {name!r} has no generation (_g<k>) in its name")
+    return new
+
+
+def selector(config: ml_collections.ConfigDict) -> Selector:
+    return Selector(config.diff.min_ndim, config.diff.include, config.diff.exclude)
+
+
+class UpdateTrainer:
+    """Trains updates of one model; compiled steps are shared by all updates of a kind."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.tokenizer = trainer.make_tokenizer(config)
+        self.front, self.augment = trainer.frontend_configs(config)
+        self.model = Transducer(trainer.model_config(config, self.tokenizer.vocab_size))
+        self.mesh = train_step.make_mesh(config.train.num_devices)
+        self.optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
+        loss = objective.rnnt_objective(self.model)
+        make = lambda merge: train_step.make_train_step(  # noqa: E731
+            self.model, self.optimizer, self.mesh, self.front, self.augment, loss, merge=merge)
+        self._steps = {
+            "full": make(None),
+            "sparse": make(lambda f, d: sparse.merge(f["params"], d, f["mask"])),
+            "hashed": make(lambda f, h: hashed.merge(f["params"], h, f["seeds"])),
+        }
+        self.decode = train_step.make_decoder(
+            self.model, self.front, beam=0, max_length=config.eval.max_length,
+            max_symbols_per_frame=config.eval.max_symbols_per_frame)
+        self._train_data: dict[int, tuple] = {}
+        self._test_data: dict[int, tuple] = {}
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _data_config(self, generation: int) -> ml_collections.ConfigDict:
+        config = self.config.copy_and_resolve_references()
+        config.data.name = generation_name(config.data.name, generation)
+        return config
+
+    def _batches(self, generation: int):
+        if generation not in self._train_data:
+            config = self._data_config(generation)
+            source = trainer.open_dataset(config, config.data.train_split)
+            pipe = trainer.pipeline_config(config, batch_size=self.config.train.global_batch_size,
+                                           train=True)
+            self._train_data[generation] = (source, input_pipeline.scan(
+                source, self.tokenizer, pipe), pipe)
+        source, report, pipe = self._train_data[generation]
+        return iter(input_pipeline.make_dataset(source, self.tokenizer, report, pipe,
+                                                process_index=jax.process_index(),
+                                                process_count=jax.process_count()))
+
+    def word_error_rate(self, params: Flat, generation: int) -> float:
+        """Greedy WER of a flat model on the test split of `generation`."""
+        if generation not in self._test_data:
+            config = self._data_config(generation)
+            self._test_data[generation] = trainer.open_eval_split(
+                config, config.data.test_split, self.tokenizer)
+        counts = trainer.evaluate(self.decode, self._replicated(tree.unflatten(params)),
+                                  self._test_data[generation], self.tokenizer, self.mesh)
+        return counts.rate
+
+    # -- training --------------------------------------------------------------------------
+
+    def _replicated(self, value):
+        return jax.device_put(value, jax.sharding.NamedSharding(self.mesh,
+                                                                jax.sharding.PartitionSpec()))
+
+    def _train(self, kind: str, trainable, frozen, generation: int,
+               hook: Callable[[train_step.TrainState, int], train_step.TrainState] | None = None,
+               ) -> train_step.TrainState:
+        rng = jax.random.key_data(jax.random.fold_in(jax.random.key(self.config.seed),
+                                                     generation))
+        state = self._replicated(train_step.TrainState(
+            step=jnp.zeros((), jnp.int32), params=trainable,
+            opt_state=self.optimizer.init(trainable), rng=rng, frozen=frozen))
+        batches = self._batches(generation)
+        start = time.perf_counter()
+        for step in range(1, self.config.train.steps + 1):
+            state, metrics = self._steps[kind](state, train_step.global_batch(next(batches),
+                                                                              self.mesh))
+            if hook is not None:
+                state = hook(state, step)
+            if step % self.config.train.log_every == 0:
+                logging.info("%s g%d step %d: loss %.3f (%.1f s)", kind, generation, step,
+                             float(metrics["loss"]), time.perf_counter() - start)
+        return state
+
+    def finetune(self, params: Flat, generation: int) -> Flat:
+        """Every parameter trained on the generation's data."""
+        state = self._train("full", tree.unflatten(params), None, generation)
+        return updates.flat(jax.device_get(state.params))
+
+    def sparse_diff(self, params: Flat, generation: int, budget_bytes: int,
+                    ) -> tuple[list[TensorUpdate], dict]:
+        """A learned sparse diff: dense, pruned on the cubic schedule down to the budget (the
+        last pruning step fits the real package size), then fine-tuned with the mask fixed.
+        Returns the package contents and {kept, entries}."""
+        c, coding = self.config.sparse, self.config.diff.coding
+        nested = tree.unflatten(params)
+        variables = sparse.init(nested, selector(self.config))
+        total = sparse.count(variables["diff_mask"])[1]
+        schedule: list[Callable] = []  # built at begin_step from the budget's density there
+
+        def fit(diff, mask) -> int:
+            d, m = tree.flatten(diff), tree.flatten(mask)
+            scores = {n: np.where(m[n], np.abs(d[n]), -1.0) for n in d}
+            _, keep = updates.fit_sparse(scores, d, budget_bytes, coding, method="sparse",
+                                         scope=c.scope)
+            return min(keep, sparse.count(mask)[0])
+
+        def hook(state, step):
+            if step < c.begin_step or step > c.end_step:
+                return state
+            if (step - c.begin_step) % c.every and step != c.end_step:
+                return state
+            diff = jax.device_get(state.params)
+            mask = jax.device_get(state.frozen["mask"])
+            if not schedule:
+                schedule.append(sparse.density_schedule(fit(diff, mask) / total, c.begin_step,
+                                                        c.end_step, c.power))
+            keep = fit(diff, mask) if step == c.end_step else \
+                int(round(float(schedule[0](step)) * total))
+            diff, mask = sparse.prune(diff, mask, keep, c.scope)
+            return state.replace(params=self._replicated(diff),
+                                 frozen={**state.frozen, "mask": self._replicated(mask)})
+
+        state = self._train("sparse", variables["diff"],
+                            {"params": nested, "mask": variables["diff_mask"]}, generation, hook)
+        d = tree.flatten(jax.device_get(state.params))
+        m = tree.flatten(jax.device_get(state.frozen["mask"]))
+        # The mask is the one fitted at end_step; refitting only trims should coding overhead
+        # (an int8 scale's digits) have grown.
+        scores = {n: np.where(m[n], np.abs(d[n]), -1.0) for n in d}
+        _, keep = updates.fit_sparse(scores, d, budget_bytes, coding, method="sparse")
+        kept = min(keep, sparse.count(m)[0])
+        contents = updates.sparse_updates(d, sparse.top_k_masks(scores, kept), coding)
+        return contents, {"kept": kept, "entries": total}
+
+    def hashed_diff(self, params: Flat, generation: int, budget_bytes: int,
+                    ) -> tuple[list[TensorUpdate], dict]:
+        """A learned hashed diff with the most buckets the budget allows. Returns the package
+        contents and {buckets, entries}."""
+        nested = tree.unflatten(params)
+        names = selector(self.config).names(nested)
+        shapes = {n: params[n].shape for n in names}
+        buckets = updates.bucket_count(shapes, budget_bytes, self.config.diff.coding)
+        variables = hashed.init(nested, buckets, self.config.hashed.seed, selector(self.config))
+        state = self._train("hashed", variables["diff"],
+                            {"params": nested, "seeds": variables["diff_hash"]}, generation)
+        h = tree.flatten(jax.device_get(state.params))
+        seeds = tree.flatten(jax.device_get(state.frozen["seeds"]))
+        contents = updates.hashed_updates(h, seeds, shapes, self.config.diff.coding)
+        return contents, {"buckets": int(sum(buckets.values())),
+                          "entries": int(sum(np.prod(s) for s in shapes.values()))}

@@ -1,0 +1,205 @@
+r"""Update packages from the command line: pack on the server, verify and apply on a device.
+
+    python -m neuraldiff.cli keygen --private_key=server.pem --public_key=device.pub
+    python -m neuraldiff.cli export --run=runs/demo --out=base.safetensors
+    python -m neuraldiff.cli pack --base=base.safetensors --diff=diff.safetensors \
+        --budget_percent=10 --signing_key=server.pem --out=update.ndiff
+    python -m neuraldiff.cli pack --base=base.safetensors --target=new.safetensors \
+        --method=topk --budget_percent=5 --out=update.ndiff
+    python -m neuraldiff.cli verify --package=update.ndiff --base=base.safetensors \
+        --public_key=device.pub
+    python -m neuraldiff.cli apply --package=update.ndiff --model=device.safetensors \
+        --public_key=device.pub --require_signature
+
+Exit status: 0 on success, 1 when a package, model or key is refused (the reason on stderr;
+`apply` then leaves the model file untouched), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from neuraldiff import model_file, package, posthoc, signing, tree, updates
+from neuraldiff.sparse import top_k_masks
+from neuraldiff.tree import Selector
+
+POSTHOC_METHODS = ("topk", "svd", "compressed", "full")
+
+
+def _budget(args, base: dict) -> int | None:
+    if args.budget_bytes is not None and args.budget_percent is not None:
+        raise ValueError("give --budget_bytes or --budget_percent, not both")
+    if args.budget_percent is not None:
+        if not 0 < args.budget_percent <= 100:
+            raise ValueError(f"--budget_percent must be in (0, 100], got {args.budget_percent}")
+        return int(args.budget_percent / 100 * sum(v.nbytes for v in base.values()))
+    if args.budget_bytes is not None and args.budget_bytes <= 0:
+        raise ValueError(f"--budget_bytes must be positive, got {args.budget_bytes}")
+    return args.budget_bytes
+
+
+def _diff_contents(path: str, base: dict, budget: int | None, coding: str):
+    method, collections = model_file.load_diff(path)
+    diff = collections["diff"]
+    unknown = sorted(set(diff) - set(base))
+    if unknown:
+        raise ValueError(f"{path} has diffs for tensors the base model lacks: {unknown}")
+    if method == "hashed":
+        contents = updates.hashed_updates(diff, collections["diff_hash"],
+                                          {n: base[n].shape for n in diff}, coding)
+        return method, contents
+    masks = collections["diff_mask"]
+    if budget is None:
+        return method, updates.sparse_updates(diff, masks, coding)
+    scores = {n: np.where(masks[n], np.abs(diff[n]), -1.0) for n in diff}
+    _, keep = updates.fit_sparse(scores, diff, budget, coding, method=method)
+    kept = min(keep, sum(int(np.sum(m)) for m in masks.values()))
+    return method, updates.sparse_updates(diff, top_k_masks(scores, kept), coding)
+
+
+def pack_command(args) -> None:
+    base = model_file.load(args.base)
+    budget = _budget(args, base)
+    # Contents are fitted to what the budget leaves after the note and signature.
+    fit = None if budget is None else budget - package.framing_overhead(
+        note=args.note, signed=bool(args.signing_key))
+    if (args.diff is None) == (args.target is None):
+        raise ValueError("give exactly one of --diff (a learned diff) or --target (a new model)")
+    if args.diff is not None:
+        method, contents = _diff_contents(args.diff, base, fit, args.coding)
+    else:
+        method = args.method
+        target = model_file.load(args.target)
+        if sorted(target) != sorted(base) or any(target[n].shape != base[n].shape for n in base):
+            raise ValueError(f"{args.target} does not have the tensors and shapes of {args.base}")
+        names = Selector(args.min_ndim).names(tree.unflatten(base))
+        if method == "full":
+            contents = posthoc.full_model(target)
+        elif budget is None:
+            raise ValueError(f"--method={method} needs --budget_bytes or --budget_percent")
+        elif method == "topk":
+            contents = posthoc.topk_delta(base, target, names, fit, args.coding)
+        elif method == "svd":
+            contents = posthoc.svd_delta(base, target, names, fit, args.coding)
+        else:
+            contents = posthoc.compressed_model(target, names, fit, "int8")
+    key = signing.load_private_key(args.signing_key) if args.signing_key else None
+    data, result = package.pack(method, contents, base, budget_bytes=budget, note=args.note,
+                                signing_key=key)
+    model_file.atomic_write(args.out, data)
+    print(json.dumps({"package": args.out, "method": method, "bytes": len(data),
+                      "percent_of_model": round(100 * len(data) / sum(
+                          v.nbytes for v in base.values()), 3),
+                      "signed": key is not None, "tensors": len(contents),
+                      "result_fingerprint": package.fingerprint(result)}, indent=2))
+
+
+def _public_key(args):
+    return signing.load_public_key(args.public_key) if args.public_key else None
+
+
+def verify_command(args) -> None:
+    data = _read(args.package)
+    pkg = package.decode(data, public_key=_public_key(args),
+                         require_signature=args.require_signature)
+    summary = {"package": args.package, "method": pkg.method, "bytes": pkg.size,
+               "signed": pkg.signed, "budget_bytes": pkg.header["budget_bytes"],
+               "note": pkg.header.get("note", ""), "tensors": len(pkg.tensors),
+               "base_fingerprint": pkg.base_fingerprint,
+               "result_fingerprint": pkg.result_fingerprint}
+    if args.base:
+        package.apply(pkg, model_file.load(args.base))
+        summary["base"] = f"{args.base}: matches, and applying gives the result fingerprint"
+    print(json.dumps(summary, indent=2))
+
+
+def apply_command(args) -> None:
+    pkg = model_file.apply_to_file(args.model, _read(args.package), public_key=_public_key(args),
+                                   require_signature=args.require_signature, out_path=args.out)
+    print(json.dumps({"model": str(args.out or args.model), "method": pkg.method,
+                      "fingerprint": pkg.result_fingerprint}, indent=2))
+
+
+def keygen_command(args) -> None:
+    signing.generate(args.private_key, args.public_key)
+    print(f"wrote {args.private_key} (keep it on the server) and {args.public_key}")
+
+
+def export_command(args) -> None:
+    from amnet import checkpointing  # the one command that knows the training runs
+
+    params, _ = checkpointing.load_params(args.run)
+    fp = model_file.save(args.out, updates.flat(params))
+    print(json.dumps({"model": args.out, "fingerprint": fp}, indent=2))
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read package {path}: {e.strerror}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m neuraldiff.cli", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pk = sub.add_parser("pack", help="encode an update against a base model")
+    pk.add_argument("--base", required=True, help="the model the devices have (.safetensors)")
+    pk.add_argument("--diff", help="a learned diff (model_file.save_diff)")
+    pk.add_argument("--target", help="the new model, for a post-hoc update")
+    pk.add_argument("--method", choices=POSTHOC_METHODS, default="topk",
+                    help="post-hoc method with --target")
+    pk.add_argument("--budget_bytes", type=int)
+    pk.add_argument("--budget_percent", type=float, help="of the base model's bytes")
+    pk.add_argument("--coding", choices=("fp32", "fp16", "int8"), default="fp16")
+    pk.add_argument("--min_ndim", type=int, default=2, help="post-hoc: leaves with a delta")
+    pk.add_argument("--signing_key", help="Ed25519 private key (PEM)")
+    pk.add_argument("--note", default="")
+    pk.add_argument("--out", required=True)
+    pk.set_defaults(run=pack_command)
+
+    for name, run, help_ in (("verify", verify_command, "check a package (and its base)"),
+                             ("apply", apply_command, "apply a package to a model file")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--package", required=True)
+        if name == "verify":
+            c.add_argument("--base", help="also check that it applies to this model")
+        else:
+            c.add_argument("--model", required=True, help="the device's model file")
+            c.add_argument("--out", help="write here instead of replacing --model")
+        c.add_argument("--public_key", help="Ed25519 public key (PEM): check the signature")
+        c.add_argument("--require_signature", action="store_true")
+        c.set_defaults(run=run)
+
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair")
+    kg.add_argument("--private_key", required=True)
+    kg.add_argument("--public_key", required=True)
+    kg.set_defaults(run=keygen_command)
+
+    ex = sub.add_parser("export", help="a training run's newest params as a model file")
+    ex.add_argument("--run", required=True)
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(run=export_command)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (package.PackageError, model_file.ModelFileError, signing.KeyFileError,
+            ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The model file on a device (safetensors: a JSON header and raw tensors, no pickle), and
+applying an update package to it atomically.
+
+A device's model is a flat dict of float32 tensors named by their '/'-joined parameter paths.
+`apply_to_file` reads the model, verifies the package (checksum, signature, base fingerprint),
+computes the new model, checks its fingerprint, and only then replaces the file: it writes a
+temporary file in the same directory, fsyncs it, renames it over the old one and fsyncs the
+directory. A failure at any point leaves the old file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from neuraldiff import package as package_lib
+from neuraldiff import tree
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read."""
+
+
+def to_bytes(params: Mapping) -> bytes:
+    """A model (nested or flat) as safetensors bytes."""
+    flat = tree.flatten(params) if any(isinstance(v, Mapping) for v in params.values()) \
+        else dict(params)
+    return safetensors.numpy.save({k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()})
+
+
+def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
+    """Flat model from safetensors bytes."""
+    try:
+        return dict(safetensors.numpy.load(data))
+    except (safetensors.SafetensorError, ValueError) as e:
+        raise ModelFileError(f"{source} is not a readable safetensors model: {e}") from None
+
+
+def save(path: str | Path, params: Mapping) -> str:
+    """Writes a model file atomically; returns the model's fingerprint."""
+    data = to_bytes(params)
+    atomic_write(path, data)
+    return package_lib.fingerprint(from_bytes(data))
+
+
+def load(path: str | Path) -> dict[str, np.ndarray]:
+    """Flat model from a file (`tree.unflatten` gives the nested parameters)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from None
+    return from_bytes(data, str(path))
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Replaces `path` with `data` or leaves it untouched: temp file, fsync, rename, fsync."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def apply_to_file(model_path: str | Path, package_data: bytes, *, public_key=None,
+                  require_signature: bool = False, out_path: str | Path | None = None,
+                  ) -> package_lib.Package:
+    """Applies a package to the model file (in place, or to `out_path`); returns the verified
+    package. Raises `PackageError` / `ModelFileError`, leaving every file unchanged."""
+    package = package_lib.decode(package_data, public_key=public_key,
+                                 require_signature=require_signature)
+    params = load(model_path)
+    result = package_lib.apply(package, params)
+    atomic_write(out_path or model_path, to_bytes(result))
+    return package
+
+
+def save_diff(path: str | Path, method: str, variables: Mapping[str, Mapping]) -> None:
+    """A learned diff's collections (`{'diff': ..., 'diff_mask' | 'diff_hash': ...}`, nested
+    or flat) as one safetensors file, tensors named `<collection>/<leaf path>`."""
+    tensors = {}
+    for collection, values in variables.items():
+        flat = tree.flatten(values) if any(isinstance(v, Mapping) for v in values.values()) \
+            else dict(values)
+        tensors.update({f"{collection}/{n}": np.ascontiguousarray(np.asarray(v))
+                        for n, v in flat.items()})
+    atomic_write(path, safetensors.numpy.save(tensors, metadata={"method": method}))
+
+
+def load_diff(path: str | Path) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """(method, {collection: flat tensors}) of a file written by `save_diff`."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            method = (f.metadata() or {}).get("method")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, safetensors.SafetensorError) as e:
+        raise ModelFileError(f"cannot read diff file {path}: {e}") from None
+    if method not in ("sparse", "hashed"):
+        raise ModelFileError(f"{path} is not a sparse or hashed diff (method {method!r})")
+    collections: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in tensors.items():
+        collection, _, name = key.partition("/")
+        collections.setdefault(collection, {})[name] = value
+    expected = {"diff", "diff_mask" if method == "sparse" else "diff_hash"}
+    if set(collections) != expected:
+        raise ModelFileError(f"{path}: collections {sorted(collections)}, a {method} diff has "
+                             f"{sorted(expected)}")
+    return method, collections

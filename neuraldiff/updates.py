@@ -1,0 +1,105 @@
+"""From learned diffs and model deltas to package contents that fit a byte budget.
+
+Budgets are bytes of the whole encoded package (header, manifest, indices, values, checksum,
+signature), measured with `package.encoded_size`, never estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from neuraldiff import hashed, tree
+from neuraldiff import package as package_lib
+from neuraldiff.package import TensorUpdate
+from neuraldiff.sparse import top_k_masks
+
+Flat = Mapping[str, np.ndarray]
+
+
+def sparse_updates(values: Flat, masks: Flat, coding: str, op: str = "add_sparse",
+                   ) -> list[TensorUpdate]:
+    """One sparse tensor update per tensor with at least one entry in its mask."""
+    out = []
+    for name in sorted(values):
+        m = np.asarray(masks[name], bool).ravel()
+        if m.any():
+            indices = np.flatnonzero(m)
+            out.append(TensorUpdate(name, op, tuple(values[name].shape), coding, indices=indices,
+                                    values=np.asarray(values[name], np.float32).ravel()[indices]))
+    return out
+
+
+def hashed_updates(diff: Flat, seeds: Flat, shapes: Mapping[str, tuple], coding: str,
+                   ) -> list[TensorUpdate]:
+    """The bucket vectors `h` and seeds of a hashed diff (flat names)."""
+    return [TensorUpdate(name, "add_hashed", tuple(shapes[name]), coding,
+                         values=np.asarray(diff[name], np.float32), seed=int(seeds[name]))
+            for name in sorted(diff)]
+
+
+def fit_count(size_of: Callable[[int], int], budget_bytes: int, upper: int) -> int:
+    """Largest k in [0, upper] with size_of(k) <= budget (size_of non-decreasing in k).
+
+    Raises ValueError when even k = 0 does not fit.
+    """
+    if size_of(0) > budget_bytes:
+        raise ValueError(f"a budget of {budget_bytes} bytes does not hold even an empty update "
+                         f"({size_of(0)} bytes)")
+    lo, hi = 0, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size_of(mid) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def fit_sparse(scores: Flat, values: Flat, budget_bytes: int, coding: str, *,
+               method: str, op: str = "add_sparse", extra: Sequence[TensorUpdate] = (),
+               scope: str = "global") -> tuple[list[TensorUpdate], int]:
+    """(updates, kept entries): the largest number of top-scoring entries whose package
+    (with the `extra` updates) fits `budget_bytes`."""
+    def updates(k: int) -> list[TensorUpdate]:
+        return sparse_updates(values, top_k_masks(dict(scores), k, scope), coding, op) + \
+            list(extra)
+
+    def size_of(k: int) -> int:
+        return package_lib.encoded_size(method, updates(k), budget_bytes=budget_bytes)
+
+    total = sum(int(np.size(s)) for s in scores.values())
+    keep = fit_count(size_of, budget_bytes, total)
+    return updates(keep), keep
+
+
+def bucket_count(shapes: Mapping[str, tuple], budget_bytes: int, coding: str, *,
+                 method: str = "hashed") -> dict[str, int]:
+    """Buckets per tensor of the largest hashed diff whose package fits `budget_bytes`
+    (buckets in proportion to tensor sizes)."""
+    sizes = {n: int(np.prod(s)) for n, s in shapes.items()}
+
+    def updates(total: int) -> list[TensorUpdate]:
+        buckets = hashed.allocate_buckets(sizes, total)
+        return [TensorUpdate(n, "add_hashed", tuple(shapes[n]), coding,
+                             values=np.zeros(buckets[n], np.float32), seed=2**32 - 1)
+                for n in sorted(shapes)]
+
+    def size_of(k: int) -> int:
+        return package_lib.encoded_size(method, updates(len(sizes) + k),
+                                        budget_bytes=budget_bytes)
+
+    extra = fit_count(size_of, budget_bytes, sum(sizes.values()) - len(sizes))
+    return hashed.allocate_buckets(sizes, len(sizes) + extra)
+
+
+def selected(params: Flat, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {n: np.asarray(params[n], np.float32) for n in names}
+
+
+def flat(params) -> dict[str, np.ndarray]:
+    """A nested or flat model as a flat dict of NumPy arrays."""
+    if any(isinstance(v, Mapping) for v in params.values()):
+        params = tree.flatten(params)
+    return {n: np.asarray(v) for n, v in params.items()}
