@@ -19,7 +19,6 @@ from absl import logging
 
 from amnet import (
     checkpointing,
-    frontend,
     metrics,
     objective,
     optim,
@@ -27,28 +26,15 @@ from amnet import (
     train_step,
     warm_start,
 )
+from amnet.build import frontend_configs, model_config
 from amnet.data import input_pipeline, spoken_commands
 from amnet.metric_writers import MetricWriter
 from amnet.text import CharTokenizer, SentencePieceTokenizer
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.transducer import Transducer
 
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked."""
-
-
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransducerConfig:
-    return TransducerConfig(input_dim=config.frontend.num_mels * config.frontend.stack,
-                            vocab_size=vocab_size, **config.model.to_dict())
-
-
-def frontend_configs(config: ml_collections.ConfigDict):
-    f = config.frontend
-    augment = (frontend.SpecAugmentConfig(f.num_freq_masks, f.max_freq_width, f.num_time_masks,
-                                          f.max_time_ratio) if f.spec_augment else None)
-    return frontend.FrontendConfig(num_mels=f.num_mels, stack=f.stack,
-                                   feature_mean=f.feature_mean,
-                                   feature_std=f.feature_std), augment
 
 
 def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:

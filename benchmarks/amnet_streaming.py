@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from amnet import checkpointing, routing_report, streaming, train_step, trainer
+from amnet import build, checkpointing, routing_report, streaming, train_step, trainer
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
 
@@ -38,13 +38,13 @@ _SINGLE_THREAD = flags.DEFINE_bool(
 def _from_run(run: str) -> tuple[Transducer, dict, ml_collections.ConfigDict]:
     config = trainer.read_run_config(run, _DATA_DIR.value)
     params, meta = checkpointing.load_params(run)
-    model = trainer.Transducer(trainer.model_config(config, meta["vocab_size"]))
+    model = trainer.Transducer(build.model_config(config, meta["vocab_size"]))
     return model, params, config
 
 
 def _fresh(name: str) -> tuple[Transducer, dict]:
     config = amnet_config.get_config(f"small,{name}")
-    model = Transducer(trainer.model_config(config, 29))
+    model = Transducer(build.model_config(config, 29))
     frames = 10
     params = model.init(jax.random.key(0), np.zeros((1, frames, model.config.input_dim)),
                         np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"]
@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
         dense, dense_params, _ = _from_run(_DENSE.value)
         amnet, amnet_params, config = _from_run(_AMNET.value)
         tokenizer = trainer.make_tokenizer(config)
-        front, _ = trainer.frontend_configs(config)
+        front, _ = build.frontend_configs(config)
         split = trainer.open_eval_split(config, config.data.test_split, tokenizer)
         utterances = [u.features for u in routing_report.collect(
             amnet, amnet_params, split, tokenizer, front, train_step.make_mesh(1),

@@ -14,7 +14,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from amnet import checkpointing, routing_report, streaming, train_step, trainer
+from amnet import build, checkpointing, routing_report, streaming, train_step, trainer
 from amnet.flops import LinearSpec
 from experiments import amnet_plots
 from experiments.configs import amnet as amnet_config
@@ -62,8 +62,8 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
              reference: ml_collections.ConfigDict, setup: Comparison) -> tuple[dict, list]:
     """One table row and the per-utterance routing records of model `name`."""
     tokenizer = trainer.make_tokenizer(config)
-    front, _ = trainer.frontend_configs(config)
-    model = trainer.Transducer(trainer.model_config(config, tokenizer.vocab_size))
+    front, _ = build.frontend_configs(config)
+    model = trainer.Transducer(build.model_config(config, tokenizer.vocab_size))
     params, _ = checkpointing.load_params(run_dir)
     mesh = train_step.make_mesh(1)
     split = trainer.open_eval_split(config, config.data.test_split, tokenizer)

@@ -8,6 +8,9 @@ r"""The main job on the embedded corpus (`make demo`).
    (`experiments/configs/amnet.py:small,lowrank`) and prints the AmNet vs baseline table of
    `experiments/amnet_paper.py` (WER, MFLOPs/frame, routing, simulated latency, streaming wall
    clock), with its plots in --amnet_workdir.
+4. Ships the first model update as a neural diff: trains a sparse diff of the baseline on g1
+   (10% of the model's bytes), then packs, signs, verifies and applies it with the device CLI
+   (`python -m neuraldiff.cli`) to a copy of the model file, and prints WER before and after.
 
 Re-running it reuses what exists: the corpus, and the run in --workdir (a finished run is
 reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
@@ -22,10 +25,13 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import trainer
+from amnet import checkpointing, trainer
 from amnet.data import corpus_report, spoken_commands
 from experiments import amnet_comparison
 from experiments.configs import baseline
+from experiments.configs import neuraldiff as neuraldiff_config
+from experiments.neuraldiff_training import UpdateTrainer
+from neuraldiff import cli, model_file, updates
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory of the baseline.")
@@ -35,6 +41,58 @@ _AMNET_WORKDIR = flags.DEFINE_string("amnet_workdir", "runs/demo_amnet",
                                      "Where the AmNet run, table and plots go.")
 _AMNET_MODELS = flags.DEFINE_list("amnet_models", ["lowrank"],
                                   "AmNet models to compare with the baseline.")
+_UPDATE_WORKDIR = flags.DEFINE_string("update_workdir", "runs/demo_update",
+                                      "Where the g1 neural-diff update goes.")
+_UPDATE_PERCENT = flags.DEFINE_float("update_percent", 10.0,
+                                     "Budget of the update, % of the fp32 model's bytes.")
+
+
+def ship_update(dense_run: Path, data_dir: str | None, size: str, out: Path,
+                percent: float) -> str:
+    """Trains a sparse diff of `dense_run` on g1 and ships it through the device CLI; returns
+    the before/after table."""
+    config = neuraldiff_config.get_config("small")
+    config.base_run = str(dense_run)
+    config.data.name = f"spoken_commands/{size}_g0"
+    config.data.data_dir = data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    update_trainer = UpdateTrainer(config)
+    base = updates.flat(checkpointing.load_params(dense_run)[0])
+    files = {name: str(out / name) for name in (
+        "base.safetensors", "device.safetensors", "diff_g1.safetensors", "update_g1.ndiff",
+        "server.pem", "device.pub")}
+    model_file.save(files["base.safetensors"], base)
+    model_file.save(files["device.safetensors"], base)
+    before = [update_trainer.word_error_rate(base, g) for g in (0, 1)]
+    budget = int(percent / 100 * sum(v.nbytes for v in base.values()))
+    print(f"training a sparse diff on g1 ({config.train.steps} steps, budget {budget:,} bytes)")
+    collections, _ = update_trainer.sparse_diff(base, 1, budget)
+    model_file.save_diff(files["diff_g1.safetensors"], "sparse", collections)
+    for path in ("server.pem", "device.pub"):
+        Path(files[path]).unlink(missing_ok=True)
+    for argv in (["keygen", f"--private_key={files['server.pem']}",
+                  f"--public_key={files['device.pub']}"],
+                 ["pack", f"--base={files['base.safetensors']}",
+                  f"--diff={files['diff_g1.safetensors']}", f"--budget_percent={percent}",
+                  f"--signing_key={files['server.pem']}", f"--out={files['update_g1.ndiff']}"],
+                 ["verify", f"--package={files['update_g1.ndiff']}",
+                  f"--base={files['base.safetensors']}", f"--public_key={files['device.pub']}"],
+                 ["apply", f"--package={files['update_g1.ndiff']}",
+                  f"--model={files['device.safetensors']}", f"--public_key={files['device.pub']}",
+                  "--require_signature"]):
+        print(f"$ python -m neuraldiff.cli {' '.join(argv)}")
+        if cli.main(argv) != 0:
+            raise RuntimeError(f"neuraldiff.cli {argv[0]} failed")
+    after = [update_trainer.word_error_rate(model_file.load(files["device.safetensors"]), g)
+             for g in (0, 1)]
+    size = Path(files["update_g1.ndiff"]).stat().st_size
+    model_bytes = sum(v.nbytes for v in base.values())
+    return "\n".join([
+        "| model on the device | update bytes | WER g0 test | WER g1 test (new words) |",
+        "|---|---|---|---|",
+        f"| g0 baseline | - | {before[0]:.1%} | {before[1]:.1%} |",
+        f"| + sparse diff for g1 | {size:,} ({100 * size / model_bytes:.1f}% of "
+        f"{model_bytes:,}) | {after[0]:.1%} | {after[1]:.1%} |"])
 
 
 def main(argv: Sequence[str]) -> None:
@@ -68,6 +126,10 @@ def main(argv: Sequence[str]) -> None:
         dense_run=str(workdir), workdir=_AMNET_WORKDIR.value, preset="small",
         models=tuple(_AMNET_MODELS.value), data_dir=_DATA_DIR.value, stream_utterances=10))
     print(f"\nAmNet vs the dense baseline ({_SIZE.value} corpus, test split):\n{table}")
+
+    print("\nNeural diff: the first model update (g1), shipped to a device as a sparse diff:")
+    print(ship_update(workdir, _DATA_DIR.value, _SIZE.value, Path(_UPDATE_WORKDIR.value),
+                      _UPDATE_PERCENT.value))
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} minutes")
 
 

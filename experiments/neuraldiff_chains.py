@@ -101,10 +101,13 @@ class Experiment:
     def _contents(self, chain: Chain, params, generation: int) -> tuple[list, dict]:
         budget = self.budget_bytes(chain)
         coding = self.config.diff.coding
-        if chain.method == "sparse":
-            return self.trainer.sparse_diff(params, generation, budget)
-        if chain.method == "hashed":
-            return self.trainer.hashed_diff(params, generation, budget)
+        if chain.method in ("sparse", "hashed"):
+            train = (self.trainer.sparse_diff if chain.method == "sparse"
+                     else self.trainer.hashed_diff)
+            collections, info = train(params, generation, budget)
+            shapes = {n: params[n].shape for n in collections["diff"]}
+            contents, kept = updates.from_diff(chain.method, collections, shapes, coding, budget)
+            return contents, {**info, **kept}
         new = self._finetuned(params, generation)
         if chain.method == "full":
             return posthoc.full_model(new), {}

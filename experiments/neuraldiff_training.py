@@ -19,11 +19,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import objective, optim, train_step, trainer
+from amnet import build, objective, optim, train_step, trainer
 from amnet.data import input_pipeline
 from amnet.transducer import Transducer
 from neuraldiff import hashed, sparse, tree, updates
-from neuraldiff.package import TensorUpdate
 from neuraldiff.tree import Selector
 
 Flat = dict[str, np.ndarray]
@@ -47,8 +46,8 @@ class UpdateTrainer:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.tokenizer = trainer.make_tokenizer(config)
-        self.front, self.augment = trainer.frontend_configs(config)
-        self.model = Transducer(trainer.model_config(config, self.tokenizer.vocab_size))
+        self.front, self.augment = build.frontend_configs(config)
+        self.model = Transducer(build.model_config(config, self.tokenizer.vocab_size))
         self.mesh = train_step.make_mesh(config.train.num_devices)
         self.optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
         loss = objective.rnnt_objective(self.model)
@@ -127,10 +126,10 @@ class UpdateTrainer:
         return updates.flat(jax.device_get(state.params))
 
     def sparse_diff(self, params: Flat, generation: int, budget_bytes: int,
-                    ) -> tuple[list[TensorUpdate], dict]:
+                    ) -> tuple[dict[str, Flat], dict]:
         """A learned sparse diff: dense, pruned on the cubic schedule down to the budget (the
         last pruning step fits the real package size), then fine-tuned with the mask fixed.
-        Returns the package contents and {kept, entries}."""
+        Returns its collections `{'diff', 'diff_mask'}` (flat) and {entries}."""
         c, coding = self.config.sparse, self.config.diff.coding
         nested = tree.unflatten(params)
         variables = sparse.init(nested, selector(self.config))
@@ -162,20 +161,14 @@ class UpdateTrainer:
 
         state = self._train("sparse", variables["diff"],
                             {"params": nested, "mask": variables["diff_mask"]}, generation, hook)
-        d = tree.flatten(jax.device_get(state.params))
-        m = tree.flatten(jax.device_get(state.frozen["mask"]))
-        # The mask is the one fitted at end_step; refitting only trims should coding overhead
-        # (an int8 scale's digits) have grown.
-        scores = {n: np.where(m[n], np.abs(d[n]), -1.0) for n in d}
-        _, keep = updates.fit_sparse(scores, d, budget_bytes, coding, method="sparse")
-        kept = min(keep, sparse.count(m)[0])
-        contents = updates.sparse_updates(d, sparse.top_k_masks(scores, kept), coding)
-        return contents, {"kept": kept, "entries": total}
+        return ({"diff": tree.flatten(jax.device_get(state.params)),
+                 "diff_mask": tree.flatten(jax.device_get(state.frozen["mask"]))},
+                {"entries": total})
 
     def hashed_diff(self, params: Flat, generation: int, budget_bytes: int,
-                    ) -> tuple[list[TensorUpdate], dict]:
-        """A learned hashed diff with the most buckets the budget allows. Returns the package
-        contents and {buckets, entries}."""
+                    ) -> tuple[dict[str, Flat], dict]:
+        """A learned hashed diff with the most buckets the budget allows. Returns its
+        collections `{'diff', 'diff_hash'}` (flat) and {buckets, entries}."""
         nested = tree.unflatten(params)
         names = selector(self.config).names(nested)
         shapes = {n: params[n].shape for n in names}
@@ -183,8 +176,7 @@ class UpdateTrainer:
         variables = hashed.init(nested, buckets, self.config.hashed.seed, selector(self.config))
         state = self._train("hashed", variables["diff"],
                             {"params": nested, "seeds": variables["diff_hash"]}, generation)
-        h = tree.flatten(jax.device_get(state.params))
-        seeds = tree.flatten(jax.device_get(state.frozen["seeds"]))
-        contents = updates.hashed_updates(h, seeds, shapes, self.config.diff.coding)
-        return contents, {"buckets": int(sum(buckets.values())),
-                          "entries": int(sum(np.prod(s) for s in shapes.values()))}
+        return ({"diff": tree.flatten(jax.device_get(state.params)),
+                 "diff_hash": tree.flatten(jax.device_get(state.frozen["seeds"]))},
+                {"buckets": int(sum(buckets.values())),
+                 "entries": int(sum(np.prod(s) for s in shapes.values()))})

@@ -23,10 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from neuraldiff import model_file, package, posthoc, signing, tree, updates
-from neuraldiff.sparse import top_k_masks
 from neuraldiff.tree import Selector
 
 POSTHOC_METHODS = ("topk", "svd", "compressed", "full")
@@ -46,21 +43,12 @@ def _budget(args, base: dict) -> int | None:
 
 def _diff_contents(path: str, base: dict, budget: int | None, coding: str):
     method, collections = model_file.load_diff(path)
-    diff = collections["diff"]
-    unknown = sorted(set(diff) - set(base))
+    unknown = sorted(set(collections["diff"]) - set(base))
     if unknown:
         raise ValueError(f"{path} has diffs for tensors the base model lacks: {unknown}")
-    if method == "hashed":
-        contents = updates.hashed_updates(diff, collections["diff_hash"],
-                                          {n: base[n].shape for n in diff}, coding)
-        return method, contents
-    masks = collections["diff_mask"]
-    if budget is None:
-        return method, updates.sparse_updates(diff, masks, coding)
-    scores = {n: np.where(masks[n], np.abs(diff[n]), -1.0) for n in diff}
-    _, keep = updates.fit_sparse(scores, diff, budget, coding, method=method)
-    kept = min(keep, sum(int(np.sum(m)) for m in masks.values()))
-    return method, updates.sparse_updates(diff, top_k_masks(scores, kept), coding)
+    shapes = {n: base[n].shape for n in collections["diff"]}
+    contents, _ = updates.from_diff(method, collections, shapes, coding, budget)
+    return method, contents
 
 
 def pack_command(args) -> None:

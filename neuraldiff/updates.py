@@ -94,8 +94,24 @@ def bucket_count(shapes: Mapping[str, tuple], budget_bytes: int, coding: str, *,
     return hashed.allocate_buckets(sizes, len(sizes) + extra)
 
 
-def selected(params: Flat, names: Sequence[str]) -> dict[str, np.ndarray]:
-    return {n: np.asarray(params[n], np.float32) for n in names}
+def from_diff(method: str, collections: Mapping[str, Flat], shapes: Mapping[str, tuple],
+              coding: str, budget_bytes: int | None = None) -> tuple[list[TensorUpdate], dict]:
+    """Package contents of a learned diff (`{'diff': ..., 'diff_mask' | 'diff_hash': ...}`,
+    flat), and {kept} for a sparse diff. A sparse diff over the budget keeps its largest
+    entries that fit; a hashed diff is shipped whole (its bucket count fixes its size)."""
+    diff = {n: np.asarray(v, np.float32) for n, v in collections["diff"].items()}
+    if method == "hashed":
+        return hashed_updates(diff, collections["diff_hash"], shapes, coding), {}
+    if method != "sparse":
+        raise ValueError(f"a learned diff is sparse or hashed, got {method!r}")
+    masks = {n: np.asarray(m, bool) for n, m in collections["diff_mask"].items()}
+    in_mask = sum(int(m.sum()) for m in masks.values())
+    scores = {n: np.where(masks[n], np.abs(diff[n]), -1.0) for n in diff}
+    keep = in_mask
+    if budget_bytes is not None:
+        _, fitted = fit_sparse(scores, diff, budget_bytes, coding, method=method)
+        keep = min(fitted, in_mask)
+    return sparse_updates(diff, top_k_masks(scores, keep), coding), {"kept": keep}
 
 
 def flat(params) -> dict[str, np.ndarray]:
