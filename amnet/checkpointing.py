@@ -6,7 +6,8 @@ Two managers under the run directory:
 Each checkpoint holds `state` (params, optimizer state, step, RNG; orbax StandardSave), `data`
 (the grain iterator state, JSON) and `meta` (the model config, JSON, to refuse restoring into an
 incompatible model). Orbax writes to a temporary directory and renames it when complete, so a
-process killed mid-save leaves the previous checkpoint usable.
+process killed mid-save leaves the previous checkpoint usable, and `restore_latest` falls
+back to an older checkpoint when the newest cannot be read.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class IncompatibleCheckpointError(ValueError):
     """A checkpoint written by a run with another model configuration."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """Checkpoints exist, and none of them can be read."""
 
 
 class Checkpointer:
@@ -53,26 +59,47 @@ class Checkpointer:
             self._best.wait_until_finished()
 
     def restore_latest(self, abstract_state: Any, meta: dict) -> tuple[Any, dict] | None:
-        """(state, data_state) of the newest checkpoint, or None when there is none.
+        """(state, data_state) of the newest checkpoint that can be read, or None when there is
+        none. A checkpoint that cannot be read (truncated or missing files, undecodable
+        metadata) is skipped with a warning, and the one before it is tried.
 
         Raises:
           IncompatibleCheckpointError: the checkpoint's `meta` differs from `meta`.
+          CorruptCheckpointError: checkpoints exist but none can be read.
         """
-        step = self._latest.latest_step()
-        if step is None:
+        steps = sorted(self._latest.all_steps(), reverse=True)
+        if not steps:
             return None
-        saved_meta = self._latest.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
-        if saved_meta != meta:
-            diff = sorted(k for k in set(saved_meta) | set(meta)
-                          if saved_meta.get(k) != meta.get(k))
-            raise IncompatibleCheckpointError(
-                f"checkpoint at step {step} in {self._latest.directory} was written with another "
-                f"configuration; differing keys: {diff}")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        restored = self._latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-        return restored["state"], restored["data"]
+        failures = []
+        for step in steps:
+            try:
+                saved_meta = self._latest.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # orbax/tensorstore read errors have no common type
+                failures.append(f"step {step}: {type(e).__name__}: {e}"[:300])
+                logging.warning("checkpoint at step %d cannot be read (%s); trying the one "
+                                "before", step, failures[-1])
+                continue
+            if saved_meta != meta:
+                diff = sorted(k for k in set(saved_meta) | set(meta)
+                              if saved_meta.get(k) != meta.get(k))
+                raise IncompatibleCheckpointError(
+                    f"checkpoint at step {step} in {self._latest.directory} was written with "
+                    f"another configuration; differing keys: {diff}")
+            try:
+                restored = self._latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+            except Exception as e:  # (see above)
+                failures.append(f"step {step}: {type(e).__name__}: {e}"[:300])
+                logging.warning("checkpoint at step %d cannot be read (%s); trying the one "
+                                "before", step, failures[-1])
+                continue
+            if step != steps[0]:
+                logging.warning("resuming from step %d: newer checkpoints were unreadable", step)
+            return restored["state"], restored["data"]
+        raise CorruptCheckpointError(f"no readable checkpoint in {self._latest.directory}: "
+                                     + "; ".join(failures))
 
     def wait(self) -> None:
         self._latest.wait_until_finished()

@@ -137,14 +137,23 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
         total_weight = jax.lax.psum(jnp.sum(batch["weights"]), "data")
         devices = jax.lax.psum(1, "data")
         grads = jax.lax.pmean(jax.tree.map(lambda g: g * (devices / total_weight), grads), "data")
+        loss = jax.lax.psum(local_loss, "data") / total_weight
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if constrain is not None:
             params = constrain(params, state.params, state.step + 1)
+        # A non-finite loss or gradient skips the update: params and optimizer state stay as
+        # they were (the batch is still consumed), and `nonfinite` counts it.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old)
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
         samples = jnp.sum(batch["audio_lengths"] * batch["weights"])
         metrics = {
-            "loss": jax.lax.psum(local_loss, "data") / total_weight,
-            "grad_norm": optax.global_norm(grads),
+            "loss": loss,
+            "nonfinite": 1 - finite.astype(jnp.int32),
+            "grad_norm": grad_norm,
             "utterances": total_weight,
             "audio_seconds": jax.lax.psum(samples, "data") / frontend_config.sample_rate,
         }

@@ -8,6 +8,8 @@ tensorboard/, checkpoints/{latest,best}/ and results.json (final test WER, greed
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from amnet import (
 )
 from amnet.build import frontend_configs, model_config
 from amnet.data import input_pipeline, spoken_commands
+from amnet.data.input_pipeline import PipelineConfig
 from amnet.metric_writers import MetricWriter
 from amnet.text import CharTokenizer, SentencePieceTokenizer
 from amnet.transducer import Transducer
@@ -35,6 +38,34 @@ from amnet.transducer import Transducer
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked."""
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class Preemption:
+    """While active, SIGTERM and SIGINT only set `signal_name`: the loop saves a checkpoint
+    after the step in flight and returns (spot and preemptible VMs send SIGTERM first)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:
@@ -62,6 +93,15 @@ def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bo
         workdir.mkdir(parents=True, exist_ok=True)
         stored.write_text(config.to_json(indent=2))
     _sync("run directory written")
+
+
+def _agreed(flag: bool) -> bool:
+    """True when `flag` is set in any process (all processes must stop at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
 def _sync(name: str) -> None:
@@ -124,7 +164,9 @@ def pipeline_config(config: ml_collections.ConfigDict, *, batch_size: int, train
     return input_pipeline.PipelineConfig(
         buckets=tuple(tuple(b) for b in config.data.buckets), global_batch_size=batch_size,
         seed=config.seed, shuffle=train, num_epochs=None if train else 1,
-        bad_example_policy=config.data.bad_example_policy, num_threads=config.data.num_threads,
+        bad_example_policy=config.data.bad_example_policy,
+        max_bad_share=config.data.get("max_bad_share", PipelineConfig.max_bad_share),
+        num_threads=config.data.num_threads,
         prefetch_batches=config.data.prefetch_batches)
 
 
@@ -213,38 +255,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
                     disable=process != 0, dynamic_ncols=True)
     window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-    for step in range(start + 1, last_end + 1):
-        batch = next(iterator)
-        state, step_metrics = step_fn(state, train_step.global_batch(batch, mesh))
-        window["utterances"] += float(step_metrics["utterances"])
-        window["audio_seconds"] += float(step_metrics["audio_seconds"])
-        bar.update()
-        if step % config.train.log_every == 0 or step == last_end:
-            elapsed = time.perf_counter() - window["time"]
-            scalars = {"loss": step_metrics["loss"], "grad_norm": step_metrics["grad_norm"],
-                       "learning_rate": optim.learning_rate_schedule(config.optimizer,
-                                                                     config.train.steps)(step),
-                       "utterances_per_s": window["utterances"] / elapsed,
-                       "audio_seconds_per_s": window["audio_seconds"] / elapsed}
-            scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
-            writer.write(step, scalars)
-            bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
-                            utt_s=f"{scalars['utterances_per_s']:.1f}")
-            window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-        wer = None
-        if step % config.train.eval_every == 0 or step == config.train.steps:
-            counts = evaluate(decode_greedy, state.params, eval_split, tokenizer, mesh,
-                              max_batches=config.train.eval_batches)
-            wer = counts.rate
-            writer.write(step, {"eval/wer_greedy": wer})
-            if process == 0:
-                bar.write(f"step {step}: validation greedy WER {wer:.2%}")
-        if step % config.train.checkpoint_every == 0 or step == last_end or wer is not None:
-            checkpointer.save(step, state, iterator.get_state(), meta, wer=wer)
+    nonfinite = {"total": 0, "run": 0}
+    preempted = None
+    with Preemption() as preemption:
+        for step in range(start + 1, last_end + 1):
+            batch = next(iterator)
+            state, step_metrics = step_fn(state, train_step.global_batch(batch, mesh))
+            if int(step_metrics["nonfinite"]):
+                nonfinite["total"] += 1
+                nonfinite["run"] += 1
+                logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a "
+                                "row)", step, nonfinite["run"])
+                if nonfinite["run"] > config.train.max_nonfinite_steps:
+                    checkpointer.wait()
+                    kept = checkpointer.latest_step()
+                    checkpointer.close()
+                    raise NonFiniteError(
+                        f"{nonfinite['run']} consecutive steps up to {step} had a non-finite "
+                        f"loss or gradient (max_nonfinite_steps="
+                        f"{config.train.max_nonfinite_steps}); every one was skipped, and the "
+                        f"last checkpoint (step {kept}) holds the last good params")
+            else:
+                nonfinite["run"] = 0
+            window["utterances"] += float(step_metrics["utterances"])
+            window["audio_seconds"] += float(step_metrics["audio_seconds"])
+            bar.update()
+            if step % config.train.log_every == 0 or step == last_end:
+                elapsed = time.perf_counter() - window["time"]
+                scalars = {"loss": step_metrics["loss"], "grad_norm": step_metrics["grad_norm"],
+                           "learning_rate": optim.learning_rate_schedule(config.optimizer,
+                                                                         config.train.steps)(step),
+                           "utterances_per_s": window["utterances"] / elapsed,
+                           "audio_seconds_per_s": window["audio_seconds"] / elapsed,
+                           "nonfinite_steps": nonfinite["total"]}
+                scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
+                writer.write(step, scalars)
+                bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
+                                utt_s=f"{scalars['utterances_per_s']:.1f}")
+                window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
+            wer = None
+            if step % config.train.eval_every == 0 or step == config.train.steps:
+                counts = evaluate(decode_greedy, state.params, eval_split, tokenizer, mesh,
+                                  max_batches=config.train.eval_batches)
+                wer = counts.rate
+                writer.write(step, {"eval/wer_greedy": wer})
+                if process == 0:
+                    bar.write(f"step {step}: validation greedy WER {wer:.2%}")
+            saved = step % config.train.checkpoint_every == 0 or step == last_end or \
+                wer is not None
+            if saved:
+                checkpointer.save(step, state, iterator.get_state(), meta, wer=wer)
+            if _agreed(preemption.signal_name is not None):
+                if not saved:
+                    checkpointer.save(step, state, iterator.get_state(), meta)
+                preempted = preemption.signal_name or "a signal to another process"
+                logging.warning("%s: checkpoint saved at step %d; continue with --resume",
+                                preempted, step)
+                break
     bar.close()
     checkpointer.wait()
     results = {"step": int(state.step)}
-    if int(state.step) == config.train.steps:
+    if preempted:
+        results["preempted"] = preempted
+    elif int(state.step) == config.train.steps:
         test_split = open_eval_split(config, config.data.test_split, tokenizer)
         decode_beam = train_step.make_decoder(
             model, front, beam=config.eval.beam, max_length=config.eval.max_length,

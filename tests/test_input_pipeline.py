@@ -105,9 +105,30 @@ def test_bad_examples_are_named_or_counted(field, value, message):
     source[3] = {**source[3], field: value}
     with pytest.raises(ip.DataError, match=message):
         ip.scan(source, TOKENIZER, _config())
-    report = ip.scan(source, TOKENIZER, _config(bad_example_policy="skip"))
+    report = ip.scan(source, TOKENIZER, _config(bad_example_policy="skip", max_bad_share=0.1))
     assert report.num_bad == 1 and report.total == 10 and 3 not in report.indices
     assert [ids for ids in report.bad.values()] == [["ex-3"]]
+
+
+class _CorruptSource(list):
+    """A source whose record 4 cannot be decoded (like a damaged array_record chunk)."""
+
+    def __getitem__(self, i):
+        if i == 4:
+            raise OSError("checksum mismatch in record block")
+        return super().__getitem__(i)
+
+
+def test_undecodable_records_are_named_or_counted_and_too_many_stop_the_run():
+    source = _CorruptSource(_source(10))
+    with pytest.raises(ip.DataError, match=r"record #4.*cannot be read: OSError"):
+        ip.scan(source, TOKENIZER, _config())
+    report = ip.scan(source, TOKENIZER, _config(bad_example_policy="skip", max_bad_share=0.1))
+    assert report.bad == {"undecodable": ["record #4"]} and 4 not in report.indices
+    # Two bad of ten is more than a 10% share: the run stops and names them.
+    source[7] = {**source[7], "text": b" "}
+    with pytest.raises(ip.DataError, match=r"2 of 10 examples are bad.*record #4.*ex-7"):
+        ip.scan(source, TOKENIZER, _config(bad_example_policy="skip", max_bad_share=0.1))
 
 
 def test_int64_pcm_in_range_is_accepted():

@@ -58,6 +58,7 @@ class PipelineConfig:
     shuffle: bool = True
     num_epochs: int | None = None  # None: repeat forever
     bad_example_policy: str = "error"  # "error" | "skip"
+    max_bad_share: float = 0.05  # with "skip": a larger share of bad examples is an error
     sample_rate: int = 16_000
     num_threads: int = 2
     prefetch_batches: int = 4
@@ -66,6 +67,8 @@ class PipelineConfig:
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', "
                              f"got {self.bad_example_policy!r}")
+        if not 0.0 <= self.max_bad_share <= 1.0:
+            raise ValueError(f"max_bad_share must be in [0, 1], got {self.max_bad_share}")
         if list(self.buckets) != sorted(self.buckets) or not self.buckets:
             raise ValueError(f"buckets must be a non-empty ascending list, got {self.buckets}")
 
@@ -161,8 +164,8 @@ def scan(source: Sequence[dict], tokenizer: Tokenizer, config: PipelineConfig) -
     indices, buckets = [], []
     bad: dict[str, list[str]] = collections.defaultdict(list)
     for i in range(len(source)):
-        example = source[i]
         try:
+            example = _read(source, i)
             bucket = check_example(example, tokenizer, config)
         except BadExample as e:
             if config.bad_example_policy == "error":
@@ -179,7 +182,23 @@ def scan(source: Sequence[dict], tokenizer: Tokenizer, config: PipelineConfig) -
                         {k: v[:10] for k, v in report.bad.items()})
     if not len(report.indices):
         raise DataError(f"no usable example among {report.total}")
+    if report.num_bad > config.max_bad_share * report.total:
+        raise DataError(f"{report.num_bad} of {report.total} examples are bad, more than "
+                        f"max_bad_share={config.max_bad_share}: "
+                        f"{ {k: v[:10] for k, v in report.bad.items()} }")
     return report
+
+
+def _read(source: Sequence[dict], index: int) -> dict:
+    """`source[index]`; a record that cannot be read or decoded is a BadExample."""
+    try:
+        example = source[index]
+    except Exception as e:  # array_record / TFDS decoding errors have no common type
+        raise BadExample("undecodable", f"record #{index}",
+                         f"cannot be read: {type(e).__name__}: {e}") from e
+    if not isinstance(example, dict) or "speech" not in example or "text" not in example:
+        raise BadExample("undecodable", f"record #{index}", "has no speech and text features")
+    return example
 
 
 class BatchPlan:

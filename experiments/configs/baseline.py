@@ -24,7 +24,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.data.test_split = "test"
     c.data.tokenizer = "char"  # or a sentencepiece model path
     c.data.buckets = ((48_000, 64), (80_000, 96), (160_000, 160))  # (samples, tokens)
-    c.data.bad_example_policy = "error"
+    c.data.bad_example_policy = "error"  # or "skip": bad examples are counted and left out
+    c.data.max_bad_share = 0.05  # with "skip": more bad examples than this share stop the run
     c.data.num_threads = 2
     c.data.prefetch_batches = 4
 
@@ -73,6 +74,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3
     c.train.keep_best = 1
+    c.train.max_nonfinite_steps = 5  # consecutive non-finite steps (each skipped) that stop the run
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 32

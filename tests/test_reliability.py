@@ -1,0 +1,165 @@
+"""Reliability: preemption (SIGTERM), SIGKILL at random steps, a corrupted newest checkpoint,
+non-finite steps, and no pickle on any loading path."""
+
+import json
+import random
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from amnet import checkpointing, frontend, optim, train_step, trainer
+from amnet.metric_writers import read_metrics
+from amnet.transducer import Transducer, TransducerConfig
+from experiments.configs import baseline
+from tests.conftest import tiny_name
+from tests.test_train import ROOT, _env, _final_params, _leaves, _run, _train_command
+
+STEPS = ["--config.train.steps=30", "--config.train.checkpoint_every=3",
+         "--config.train.eval_every=100"]
+
+
+def _checkpoint_steps(workdir):
+    latest = Path(workdir) / "checkpoints" / "latest"
+    return sorted(int(p.name) for p in latest.glob("*") if p.name.isdigit()) \
+        if latest.exists() else []
+
+
+def _start(workdir, data_dir, *extra):
+    return subprocess.Popen(_train_command(workdir, data_dir, *STEPS, *extra), cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_checkpoint(process, workdir, at_least):
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        steps = _checkpoint_steps(workdir)
+        if steps and steps[-1] >= at_least:
+            return steps[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint >= {at_least} (exit {process.poll()})")
+
+
+def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params(
+        tiny_data_dir, tmp_path):
+    """An uninterrupted run vs one that is SIGKILLed at 3 random steps, preempted with
+    SIGTERM once, and has its newest checkpoint truncated, resuming after each fault."""
+    _run(_train_command(tmp_path / "whole", tiny_data_dir, *STEPS))
+    chaos = tmp_path / "chaos"
+    rng = random.Random(20261126)
+    kills = sorted(rng.sample(range(3, 22, 3), 3))
+    resume = []
+    for target in kills:
+        process = _start(chaos, tiny_data_dir, *resume)
+        _wait_for_checkpoint(process, chaos, target)
+        time.sleep(rng.uniform(0.0, 0.5))  # somewhere within the following steps
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+        resume = ["--resume"]
+
+    # Preemption: SIGTERM saves a checkpoint after the step in flight and exits cleanly.
+    start_steps, logged = _checkpoint_steps(chaos), len(read_metrics(chaos))
+    process = _start(chaos, tiny_data_dir, "--resume", "--config.train.checkpoint_every=1000")
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_metrics(chaos)) == logged:  # training has begun
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["preempted"] == "SIGTERM" and result["step"] < 30
+    assert _checkpoint_steps(chaos)[-1] == result["step"] > start_steps[-1]
+
+    # The newest checkpoint is truncated: resuming warns and falls back to the one before.
+    newest = chaos / "checkpoints" / "latest" / str(result["step"])
+    files = sorted((f for f in newest.rglob("*") if f.is_file() and f.stat().st_size > 0),
+                   key=lambda f: -f.stat().st_size)
+    for f in files[:3]:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    final = _run(_train_command(chaos, tiny_data_dir, *STEPS, "--resume"))
+    assert f"checkpoint at step {result['step']} cannot be read" in final.stderr
+
+    step_a, whole = _final_params(tmp_path / "whole")
+    step_b, resumed = _final_params(chaos)
+    assert step_a == step_b == 30
+    for (name, a), (_, b) in zip(_leaves(whole), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def _tiny_step():
+    config = baseline.get_config("tiny")
+    mesh = train_step.make_mesh(1)
+    model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))
+    optimizer = optim.make_optimizer(config.optimizer, 10)
+    front = frontend.FrontendConfig()
+    state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
+    rng = np.random.default_rng(0)
+    batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
+             "audio_lengths": np.full(8, 16000, np.int32),
+             "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
+             "token_lengths": np.full(8, 8, np.int32),
+             "weights": np.ones(8, np.float32)}
+    return train_step.make_train_step(model, optimizer, mesh, front, None), state, batch, mesh
+
+
+def test_a_nan_batch_skips_the_update_and_is_counted():
+    step, state, batch, mesh = _tiny_step()
+    before = jax.device_get(state.params)
+    poisoned = {**batch, "weights": np.where(np.arange(8) == 3, np.nan, 1.0).astype(np.float32)}
+    state, metrics = step(state, train_step.global_batch(poisoned, mesh))
+    assert int(metrics["nonfinite"]) == 1 and not np.isfinite(float(metrics["loss"]))
+    assert int(state.step) == 1  # the batch was consumed
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.opt_state)
+               if jnp.issubdtype(x.dtype, jnp.floating))
+    for _ in range(2):  # the skipped step left the schedule's count at 0 (learning rate 0)
+        state, metrics = step(state, train_step.global_batch(batch, mesh))
+        assert int(metrics["nonfinite"]) == 0
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                         jax.tree.leaves(state.params),
+                                                         strict=True))
+
+
+def test_repeated_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(
+        tiny_data_dir, tmp_path, monkeypatch):
+    config = baseline.get_config("tiny")
+    config.data.name = tiny_name(0)
+    config.data.data_dir = str(tiny_data_dir)
+    config.train.update(steps=20, checkpoint_every=4, eval_every=100, max_nonfinite_steps=3)
+    original = train_step.global_batch
+    calls = {"n": 0}
+
+    def poisoned_from_step_6(batch, mesh):
+        calls["n"] += 1
+        if calls["n"] >= 6:
+            batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+        return original(batch, mesh)
+
+    monkeypatch.setattr(train_step, "global_batch", poisoned_from_step_6)
+    with pytest.raises(trainer.NonFiniteError, match=r"4 consecutive steps up to 9.*step 8"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    params, _ = checkpointing.load_params(tmp_path / "run")
+    assert _checkpoint_steps(tmp_path / "run")[-1] == 8
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+    logged = [r for r in read_metrics(tmp_path / "run") if "nonfinite_steps" in r]
+    assert logged[-1]["nonfinite_steps"] == 3  # steps 6 and 8 logged: 1, then 3
+
+
+def test_no_pickle_on_any_loading_path():
+    """No module of the project imports pickle or loads arrays with allow_pickle=True."""
+    offenders = []
+    for package in ("amnet", "neuraldiff", "experiments", "benchmarks", "launch"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            if re.search(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle)\b", text, re.M) or \
+                    re.search(r"allow_pickle\s*=\s*True", text) or "torch.load(" in text:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
