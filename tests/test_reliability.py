@@ -6,6 +6,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,3 +164,23 @@ def test_no_pickle_on_any_loading_path():
                     re.search(r"allow_pickle\s*=\s*True", text) or "torch.load(" in text:
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["experiments.build_corpus", "--generations=0,x"], "--generations must be integers"),
+    (["experiments.build_corpus", "--size=huge"], "value should be one of"),
+    (["experiments.neuraldiff_generations", "--workdir=/tmp/unused"],
+     "set --config.base_run to the run directory of the g0 model"),
+    (["experiments.neuraldiff_generations", "--config.base_run=/nonexistent/run"],
+     "/nonexistent/run/config.json"),
+    (["experiments.train", "--workdir=/tmp/unused",
+      f"--config={ROOT}/experiments/configs/baseline.py:medium"], "unknown preset 'medium'"),
+    (["neuraldiff.cli", "apply", "--package=/nonexistent.ndiff", "--model=/nonexistent.st"],
+     "cannot read package /nonexistent.ndiff"),
+    (["neuraldiff.cli", "pack", "--base=/nonexistent.st", "--target=/x", "--out=/tmp/u"],
+     "cannot read model file /nonexistent.st"),
+])
+def test_entry_points_name_bad_flags_and_files(args, message):
+    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
+                         capture_output=True, timeout=120)
+    assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]
