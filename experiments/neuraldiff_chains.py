@@ -49,16 +49,22 @@ def chains(config: ml_collections.ConfigDict) -> list[Chain]:
     """The chains the config asks for, the shared budgets first and the sparse diff's extra
     budgets last (zstd is derived from the full chain, not trained)."""
     out = []
-    for method in config.methods:
+    for method in methods(config):
         if method in BUDGETED:
             out += [Chain(method, b) for b in config.budgets]
-        elif method == "full" or (method == "zstd" and "full" not in config.methods):
+        elif method == "full" or (method == "zstd" and "full" not in methods(config)):
             out.append(Chain("full"))
         elif method != "zstd":
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if "sparse" in config.methods:
+    if "sparse" in methods(config):
         out += [Chain("sparse", b) for b in config.sparse_budgets if b not in config.budgets]
     return out
+
+
+def methods(config: ml_collections.ConfigDict) -> list[str]:
+    """`config.methods`, also when given on the command line as one comma-separated string
+    (`--config.methods=sparse,full` arrives as `('sparse,full',)`)."""
+    return [m.strip() for entry in config.methods for m in entry.split(",") if m.strip()]
 
 
 def check_base_run(config: ml_collections.ConfigDict) -> None:

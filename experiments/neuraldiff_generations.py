@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import neuraldiff_report
-from experiments.neuraldiff_chains import Experiment, chains
+from experiments.neuraldiff_chains import Experiment, chains, methods
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
                                           "Experiment config file[:preset].")
@@ -33,7 +33,7 @@ def run(config, workdir: str) -> str:
     for chain in chains(config):
         logging.info("chain %s", chain.name)
         results += experiment.run_chain(chain)
-    if "zstd" in config.methods and "full" in config.methods:
+    if "zstd" in methods(config) and "full" in methods(config):
         results += experiment.zstd_results()
     out = Path(workdir)
     (out / "results.json").write_text(json.dumps(results, indent=2))
