@@ -157,7 +157,15 @@ def warm_started(state: train_step.TrainState, config: ml_collections.ConfigDict
 def make_tokenizer(config: ml_collections.ConfigDict):
     if config.data.tokenizer == "char":
         return CharTokenizer()
-    return SentencePieceTokenizer(config.data.tokenizer)
+    if not config.data.tokenizer:
+        raise ValueError("config.data.tokenizer is unset: give 'char' or a sentencepiece model "
+                         "(python -m experiments.build_tokenizer)")
+    tokenizer = SentencePieceTokenizer(config.data.tokenizer)
+    expected = config.data.get("vocab_size")
+    if expected and tokenizer.vocab_size != expected:
+        raise ValueError(f"{config.data.tokenizer} has {tokenizer.vocab_size} pieces, the config "
+                         f"expects data.vocab_size={expected}")
+    return tokenizer
 
 
 def pipeline_config(config: ml_collections.ConfigDict, *, batch_size: int, train: bool):
