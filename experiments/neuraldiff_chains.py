@@ -175,9 +175,10 @@ class Experiment:
             previous = current
         return out
 
-    def distance_to_full(self, chain: Chain, generation: int) -> float:
-        """||θ_chain - θ_full|| / ||θ_full - θ_g0|| at a generation (0: the full chain's model)."""
-        ours = model_file.load(self.workdir / chain.name / f"g{generation}" / "model.safetensors")
+    def distance_to_full(self, chain: str, generation: int) -> float:
+        """||θ_chain - θ_full|| / ||θ_full - θ_g0|| at a generation: how far a chain's model is
+        from the full fine-tune chain's, relative to how far that one moved from g0."""
+        ours = model_file.load(self.workdir / chain / f"g{generation}" / "model.safetensors")
         full = model_file.load(self.workdir / "full" / f"g{generation}" / "model.safetensors")
         gap = sum(float(np.sum((ours[n] - full[n]) ** 2)) for n in full)
         moved = sum(float(np.sum((full[n] - self.base[n]) ** 2)) for n in full)

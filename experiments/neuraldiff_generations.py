@@ -33,11 +33,17 @@ def run(config, workdir: str) -> str:
     for chain in chains(config):
         logging.info("chain %s", chain.name)
         results += experiment.run_chain(chain)
-    if "zstd" in methods(config) and "full" in methods(config):
-        results += experiment.zstd_results()
+    if "full" in methods(config):
+        for step in results:
+            if step["method"] != "full":
+                step["distance_to_full"] = experiment.distance_to_full(step["chain"],
+                                                                       step["generation"])
+        if "zstd" in methods(config):
+            results += experiment.zstd_results()
     out = Path(workdir)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report = "\n".join([neuraldiff_report.table(results), "",
+                         neuraldiff_report.forgetting_table(results), "",
                         *(f"- {line}" for line in neuraldiff_report.targets(results))])
     (out / "results.md").write_text(report + "\n")
     neuraldiff_report.plots(results, out)

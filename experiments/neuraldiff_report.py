@@ -44,8 +44,9 @@ def table(results: list[dict]) -> str:
     generations = max(len(steps) for steps in chains.values())
     lines = ["| chain | update bytes (mean) | % of fp32 model | "
              + " | ".join(f"WER g{g} (new)" for g in range(1, generations + 1))
-             + f" | g{generations} model: mean WER g0..g{generations} | max gap to full |",
-             "|---" * (generations + 5) + "|"]
+             + f" | g{generations} model: mean WER g0..g{generations} | max gap to full | "
+               "distance to full |",
+             "|---" * (generations + 6) + "|"]
     order = sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
                                           chains[c][0]["budget"] or 0))
     for name in order:
@@ -58,7 +59,24 @@ def table(results: list[dict]) -> str:
             f"{np.mean([s['update_percent'] for s in steps]):.2f} | "
             + " | ".join(f"{new_wer(s):.1%}" for s in steps)
             + " | " * (generations - len(steps))
-            + f" | {np.mean(list(last.values())):.1%} | {gap:+.1%} |")
+            + f" | {np.mean(list(last.values())):.1%} | {gap:+.1%} | "
+              f"{steps[-1].get('distance_to_full', 0.0):.2f} |")
+    return "\n".join(lines)
+
+
+def forgetting_table(results: list[dict]) -> str:
+    """WER of each chain's last model on every generation's test set (old ones: forgetting)."""
+    chains = by_chain(results)
+    names = sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
+                                          chains[c][0]["budget"] or 0))
+    tests = sorted({k for steps in chains.values() for k in steps[-1]["wer"]},
+                   key=lambda k: int(k[1:]))
+    lines = ["| chain (last model) | " + " | ".join(f"{k} test" for k in tests) + " |",
+             "|---" * (len(tests) + 1) + "|"]
+    for name in names:
+        wer = chains[name][-1]["wer"]
+        lines.append(f"| {name} | " + " | ".join(f"{wer[k]:.1%}" if k in wer else ""
+                                                 for k in tests) + " |")
     return "\n".join(lines)
 
 

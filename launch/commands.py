@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import app, flags
 
 Command = list[str]
 
@@ -27,3 +30,11 @@ def execute(commands: Sequence[Command], *, dry_run: bool) -> list[str]:
         if not dry_run:
             subprocess.run(command, check=True)
     return lines
+
+
+def from_flags(build: Callable[..., Any], names: Sequence[str]) -> Any:
+    """`build(**{name: --name})`; its ValueError becomes a usage error naming the problem."""
+    try:
+        return build(**{name: flags.FLAGS[name].value for name in names})
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None

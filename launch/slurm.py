@@ -72,12 +72,9 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    try:
-        text = script(**{k: f[k].value for k in (
-            "name", "nodes", "gpus_per_node", "cpus_per_node", "time", "workdir", "experiment",
-            "project_dir", "port", "partition")})
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    text = cmd.from_flags(script, (
+        "name", "nodes", "gpus_per_node", "cpus_per_node", "time", "workdir", "experiment",
+        "project_dir", "port", "partition"))
     path = Path(f"{f.workdir.rstrip('/')}.sbatch")
     if f.dry_run:
         print(f"# {path}\n{text}")

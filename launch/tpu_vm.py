@@ -122,12 +122,9 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    try:
-        commands = plan(**{k: f[k].value for k in (
-            "name", "zone", "accelerator_type", "bucket", "run", "experiment", "runtime_version",
-            "project", "spot", "queued", "steps", "source", "fetch_to")})
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    commands = cmd.from_flags(plan, (
+        "name", "zone", "accelerator_type", "bucket", "run", "experiment", "runtime_version",
+        "project", "spot", "queued", "steps", "source", "fetch_to"))
     cmd.execute(commands, dry_run=f.dry_run)
 
 

@@ -15,13 +15,19 @@ from tests.test_train import ROOT, _env
 def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, tiny_dense_run,
                                                                  tmp_path):
     workdir = tmp_path / "nd"
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.neuraldiff_generations",
-         f"--config={ROOT}/experiments/configs/neuraldiff.py:tiny",
-         f"--config.base_run={tiny_dense_run}", f"--config.data.name={tiny_name(0)}",
-         f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--config.sparse_budgets=0.05"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
+
+    def run_experiment():
+        out = subprocess.run(
+            [sys.executable, "-m", "experiments.neuraldiff_generations",
+             f"--config={ROOT}/experiments/configs/neuraldiff.py:tiny",
+             f"--config.base_run={tiny_dense_run}", f"--config.data.name={tiny_name(0)}",
+             f"--data_dir={tiny_data_dir}", f"--workdir={workdir}",
+             "--config.sparse_budgets=0.05"],
+            cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-4000:]
+        return out
+
+    out = run_experiment()
     results = {r["chain"]: r for r in json.loads((workdir / "results.json").read_text())}
     assert sorted(results) == ["compressed_10pct", "full", "hashed_10pct", "sparse_10pct",
                                "sparse_5pct", "svd_10pct", "topk_10pct", "zstd"]
@@ -51,7 +57,10 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
     assert sum(t.values.size for t in hashed.tensors) == results["hashed_10pct"]["buckets"]
     assert any(np.abs(t.values).max() > 0 for t in hashed.tensors)  # h was trained
 
+    assert results["sparse_5pct"]["distance_to_full"] > 0 and "distance_to_full" not in \
+        results["full"]
     table = (workdir / "results.md").read_text()
+    assert "| chain (last model) | g0 test | g1 test |" in table
     assert "| sparse_5pct |" in table and "beats" in table
     for plot in ("wer_vs_generation.png", "wer_vs_bytes.png"):
         assert (workdir / plot).stat().st_size > 10_000
@@ -60,12 +69,6 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
     # Re-running resumes: nothing is trained again, the same results come back.
     first = (workdir / "results.json").read_text()
     assert "g1 step" in out.stderr  # training steps are logged
-    again = subprocess.run(
-        [sys.executable, "-m", "experiments.neuraldiff_generations",
-         f"--config={ROOT}/experiments/configs/neuraldiff.py:tiny",
-         f"--config.base_run={tiny_dense_run}", f"--config.data.name={tiny_name(0)}",
-         f"--data_dir={tiny_data_dir}", f"--workdir={workdir}", "--config.sparse_budgets=0.05"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-4000:]
+    again = run_experiment()
     assert json.loads((workdir / "results.json").read_text()) == json.loads(first)
     assert "g1 step" not in again.stderr  # no training step was logged
