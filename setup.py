@@ -33,6 +33,7 @@ EXTRAS_REQUIRE = {
         "hypothesis>=6.100,<7",
         "ruff>=0.6,<1",
         "librosa>=0.11,<2",  # independent reference for the log-mel frontend tests
+        "torch==2.13.0",  # the PyTorch-baseline parity tests run in `make test` (CPU build)
     ],
     "tf": ["tensorflow-cpu>=2.16,<3"],  # TFRecord datasets such as the public librispeech
     "torch": ["torch==2.13.0"],  # PyTorch baselines (CPU build)
