@@ -116,6 +116,8 @@ def targets(results: list[dict]) -> list[str]:
                       if m in at and at[m] in mean_wer and mean_wer[at[ours]] < mean_wer[at[m]]]
             lost = [m for m in ("topk", "svd", "compressed")
                     if m in at and at[m] in mean_wer and m not in beaten]
+            if not beaten and not lost:
+                continue  # no baseline ran at this budget
             lines.append(f"{budget:.0%} budget: {ours} (mean WER {mean_wer[at[ours]]:.1%}) beats "
                          f"{', '.join(beaten) or 'none'}"
                          + (f"; not {', '.join(lost)}" if lost else ""))

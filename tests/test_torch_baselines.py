@@ -107,8 +107,8 @@ def test_a_jax_trained_model_decodes_the_same_transcripts_in_pytorch(tiny_dense_
                                                    lengths, max_length=96)
     jax_hyps = [np.asarray(tokens[i, : token_lengths[i]]).tolist() for i in range(len(audio))]
     torch_model = convert.to_torch(jax.tree.map(np.asarray, params), model_config)
-    torch_hyps = torch_decoding.greedy_decode(torch_model, torch.from_numpy(np.asarray(features)),
-                                              torch.from_numpy(np.asarray(lengths)),
+    torch_hyps = torch_decoding.greedy_decode(torch_model, torch.from_numpy(np.array(features)),
+                                              torch.from_numpy(np.array(lengths)),
                                               max_length=96)
     assert torch_hyps == jax_hyps
     assert sum(len(h) for h in jax_hyps) > 0  # the run emits something to compare
