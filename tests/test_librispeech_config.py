@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
+from amnet import trainer
 from amnet.data import input_pipeline
 from experiments.configs import librispeech
 from tests.conftest import tiny_name
@@ -70,10 +72,11 @@ def test_wordpiece_librispeech_config_trains_on_a_fake_librispeech(tiny_data_dir
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["data"]["train_split"] == "train_clean100" and \
         stored["data"]["tokenizer"].endswith("wpm.model")
-    # Without a tokenizer the config names what is missing.
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.train",
-         f"--config={ROOT}/experiments/configs/librispeech.py:tiny", f"--workdir={tmp_path}/x",
-         f"--config.data.data_dir={tmp_path}"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=300)
-    assert out.returncode != 0 and "config.data.tokenizer is unset" in out.stderr
+    # Without a tokenizer, or with one of another size, the config names what is wrong.
+    with pytest.raises(ValueError, match="config.data.tokenizer is unset"):
+        trainer.make_tokenizer(librispeech.get_config("tiny"))
+    wrong = librispeech.get_config("tiny")
+    wrong.data.tokenizer = f"{tokenizer}.model"
+    wrong.data.vocab_size = 64
+    with pytest.raises(ValueError, match="has 48 pieces, the config expects data.vocab_size=64"):
+        trainer.make_tokenizer(wrong)
