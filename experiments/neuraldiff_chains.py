@@ -180,6 +180,6 @@ class Experiment:
         from the full fine-tune chain's, relative to how far that one moved from g0."""
         ours = model_file.load(self.workdir / chain / f"g{generation}" / "model.safetensors")
         full = model_file.load(self.workdir / "full" / f"g{generation}" / "model.safetensors")
-        gap = sum(float(np.sum((ours[n] - full[n]) ** 2)) for n in full)
-        moved = sum(float(np.sum((full[n] - self.base[n]) ** 2)) for n in full)
+        gap = sum(float(np.sum((ours[n] - full[n]) ** 2)) for n in sorted(full))
+        moved = sum(float(np.sum((full[n] - self.base[n]) ** 2)) for n in sorted(full))
         return float(np.sqrt(gap / moved))

@@ -36,7 +36,9 @@ def to_bytes(params: Mapping) -> bytes:
 def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
     """Flat model from safetensors bytes."""
     try:
-        return dict(safetensors.numpy.load(data))
+        # Sorted: safetensors returns its tensors in no fixed order, and sums over a model
+        # must not depend on the process.
+        return dict(sorted(safetensors.numpy.load(data).items()))
     except (safetensors.SafetensorError, ValueError) as e:
         raise ModelFileError(f"{source} is not a readable safetensors model: {e}") from None
 
@@ -107,7 +109,7 @@ def load_diff(path: str | Path) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
     try:
         with safetensors.safe_open(str(path), framework="numpy") as f:
             method = (f.metadata() or {}).get("method")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in sorted(f.keys())}
     except (OSError, safetensors.SafetensorError) as e:
         raise ModelFileError(f"cannot read diff file {path}: {e}") from None
     if method not in ("sparse", "hashed"):

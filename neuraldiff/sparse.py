@@ -62,6 +62,7 @@ def top_k_masks(scores: dict[str, np.ndarray], keep: int, scope: str = "global",
     share of each tensor (`per_tensor`). Exactly `keep` entries are kept globally (ties broken by
     position); per tensor each keeps `round(keep * size / total)`, at least one.
     """
+    scores = {n: scores[n] for n in sorted(scores)}  # ties break the same in every process
     total = sum(s.size for s in scores.values())
     if not 0 <= keep <= total:
         raise ValueError(f"cannot keep {keep} of {total} entries")
