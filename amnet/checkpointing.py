@@ -76,25 +76,20 @@ class Checkpointer:
             try:
                 saved_meta = self._latest.restore(step, args=ocp.args.Composite(
                     meta=ocp.args.JsonRestore()))["meta"]
+                restored = self._latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())) \
+                    if saved_meta == meta else None
             except Exception as e:  # orbax/tensorstore read errors have no common type
                 failures.append(f"step {step}: {type(e).__name__}: {e}"[:300])
                 logging.warning("checkpoint at step %d cannot be read (%s); trying the one "
                                 "before", step, failures[-1])
                 continue
-            if saved_meta != meta:
+            if restored is None:
                 diff = sorted(k for k in set(saved_meta) | set(meta)
                               if saved_meta.get(k) != meta.get(k))
                 raise IncompatibleCheckpointError(
                     f"checkpoint at step {step} in {self._latest.directory} was written with "
                     f"another configuration; differing keys: {diff}")
-            try:
-                restored = self._latest.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-            except Exception as e:  # (see above)
-                failures.append(f"step {step}: {type(e).__name__}: {e}"[:300])
-                logging.warning("checkpoint at step %d cannot be read (%s); trying the one "
-                                "before", step, failures[-1])
-                continue
             if step != steps[0]:
                 logging.warning("resuming from step %d: newer checkpoints were unreadable", step)
             return restored["state"], restored["data"]

@@ -151,10 +151,7 @@ def plots(results: list[dict], out_dir: str | Path) -> list[Path]:
         ax.set(title=f"budget {budget:.0%} of the model", xlabel="generation",
                ylabel="WER on the new generation's test set (%)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    by_generation = out_dir / "wer_vs_generation.png"
-    fig.savefig(by_generation, dpi=120)
-    plt.close(fig)
+    by_generation = _save(fig, out_dir / "wer_vs_generation.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     methods = defaultdict(list)
@@ -168,8 +165,11 @@ def plots(results: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set(xscale="log", xlabel="update bytes (mean over generations)",
            ylabel="mean WER on the new generation (%)")
     ax.legend(fontsize=8)
+    return [by_generation, _save(fig, out_dir / "wer_vs_bytes.png")]
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    by_bytes = out_dir / "wer_vs_bytes.png"
-    fig.savefig(by_bytes, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [by_generation, by_bytes]
+    return path

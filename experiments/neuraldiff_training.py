@@ -137,11 +137,10 @@ class UpdateTrainer:
         schedule: list[Callable] = []  # built at begin_step from the budget's density there
 
         def fit(diff, mask) -> int:
-            d, m = tree.flatten(diff), tree.flatten(mask)
-            scores = {n: np.where(m[n], np.abs(d[n]), -1.0) for n in d}
-            _, keep = updates.fit_sparse(scores, d, budget_bytes, coding, method="sparse",
-                                         scope=c.scope)
-            return min(keep, sparse.count(mask)[0])
+            """Entries of the largest budget-fitting diff within the mask."""
+            collections = {"diff": tree.flatten(diff), "diff_mask": tree.flatten(mask)}
+            return updates.from_diff("sparse", collections, {}, coding, budget_bytes,
+                                     c.scope)[1]["kept"]
 
         def hook(state, step):
             if step < c.begin_step or step > c.end_step:

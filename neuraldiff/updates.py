@@ -95,7 +95,8 @@ def bucket_count(shapes: Mapping[str, tuple], budget_bytes: int, coding: str, *,
 
 
 def from_diff(method: str, collections: Mapping[str, Flat], shapes: Mapping[str, tuple],
-              coding: str, budget_bytes: int | None = None) -> tuple[list[TensorUpdate], dict]:
+              coding: str, budget_bytes: int | None = None, scope: str = "global",
+              ) -> tuple[list[TensorUpdate], dict]:
     """Package contents of a learned diff (`{'diff': ..., 'diff_mask' | 'diff_hash': ...}`,
     flat), and {kept} for a sparse diff. A sparse diff over the budget keeps its largest
     entries that fit; a hashed diff is shipped whole (its bucket count fixes its size)."""
@@ -109,9 +110,9 @@ def from_diff(method: str, collections: Mapping[str, Flat], shapes: Mapping[str,
     scores = {n: np.where(masks[n], np.abs(diff[n]), -1.0) for n in diff}
     keep = in_mask
     if budget_bytes is not None:
-        _, fitted = fit_sparse(scores, diff, budget_bytes, coding, method=method)
+        _, fitted = fit_sparse(scores, diff, budget_bytes, coding, method=method, scope=scope)
         keep = min(fitted, in_mask)
-    return sparse_updates(diff, top_k_masks(scores, keep), coding), {"kept": keep}
+    return sparse_updates(diff, top_k_masks(scores, keep, scope), coding), {"kept": keep}
 
 
 def flat(params) -> dict[str, np.ndarray]:
