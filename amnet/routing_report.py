@@ -40,15 +40,7 @@ def collect(model: Transducer, params: Params, split, tokenizer, front: frontend
     """Per-utterance routing of `split` (from `amnet.trainer.open_eval_split`)."""
     source, report, pipe = split
     costs = np.asarray(frame_costs(model.config).per_branch, np.float64)
-
-    @jax.jit
-    def route(params, batch):
-        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"], front)
-        trace = model.apply({"params": params}, features, lengths, method=Transducer.route)
-        if trace is None:
-            return features, lengths, None
-        return features, lengths, (trace.gates.argmax(-1), jax.nn.softmax(trace.logits).max(-1))
-
+    route = make_router(model, front)
     out = []
     for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe):
         features, lengths, routed = route(params, train_step.global_batch(batch, mesh))
@@ -64,6 +56,21 @@ def collect(model: Transducer, params: Params, split, tokenizer, front: frontend
             if max_utterances and len(out) >= max_utterances:
                 return out
     return out
+
+
+def make_router(model: Transducer, front: frontend.FrontendConfig):
+    """Returns jitted `route(params, global_batch) -> (features [B, T, D], lengths [B],
+    (branch [B, T], max_prob [B, T]) or None for a single encoder)`: inference-time routing."""
+
+    @jax.jit
+    def route(params, batch):
+        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"], front)
+        trace = model.apply({"params": params}, features, lengths, method=Transducer.route)
+        if trace is None:
+            return features, lengths, None
+        return features, lengths, (trace.gates.argmax(-1), jax.nn.softmax(trace.logits).max(-1))
+
+    return route
 
 
 def summarize(utterances: list[Utterance], *, frame_period_s: float, processor_flops: float,

@@ -96,6 +96,18 @@ def _augment(rng: jax.Array, features: jax.Array, lengths: jax.Array, rows: jax.
         keys, features, lengths)
 
 
+def train_features(batch: dict, rows: jax.Array, key: jax.Array,
+                   frontend_config: frontend.FrontendConfig,
+                   augment: frontend.SpecAugmentConfig | None) -> tuple[jax.Array, jax.Array]:
+    """What the model trains on: log-mels of `batch["audio"]` `[B, S]`, SpecAugment-ed per row
+    (`rows` `[B]`: global row numbers, so masks do not depend on the device layout), stacked ->
+    features `[B, T, D]`, lengths `[B]`. Also the PyTorch baselines' features."""
+    features, lengths = frontend.log_mel(batch["audio"], batch["audio_lengths"], frontend_config)
+    if augment is not None:
+        features = _augment(key, features, lengths, rows, augment)
+    return frontend.stack_frames(features, lengths, frontend_config.stack)
+
+
 def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, mesh: Mesh,
                     frontend_config: frontend.FrontendConfig,
                     augment: frontend.SpecAugmentConfig | None,
@@ -123,11 +135,7 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
         def loss_sum(params):
             if merge is not None:
                 params = merge(state.frozen, params)
-            features, lengths = frontend.log_mel(batch["audio"], batch["audio_lengths"],
-                                                 frontend_config)
-            if augment is not None:
-                features = _augment(step_key, features, lengths, rows, augment)
-            features, lengths = frontend.stack_frames(features, lengths, frontend_config.stack)
+            features, lengths = train_features(batch, rows, step_key, frontend_config, augment)
             losses, extra = objective(params, features, lengths, batch, rows, routing_key,
                                       state.step)
             weights = batch["weights"]

@@ -2,7 +2,8 @@
 
 `train_and_evaluate(config, workdir)` is the whole run; `experiments/train.py` is its absl
 entry point. The run directory receives config.json (the resolved config), metrics.jsonl,
-tensorboard/, checkpoints/{latest,best}/ and results.json (final test WER, greedy and beam).
+tensorboard/, checkpoints/{latest,best}/, results.json (final test WER, greedy and beam), and
+the run's results in the shared schema (`amnet.results`): outputs.jsonl and metrics.json.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from amnet import (
     objective,
     optim,
     pruning,
+    routing_report,
+    scoring,
     train_step,
     warm_start,
 )
+from amnet import results as results_io
 from amnet.build import frontend_configs, model_config
 from amnet.data import input_pipeline, spoken_commands
 from amnet.data.input_pipeline import PipelineConfig
@@ -68,6 +72,15 @@ class Preemption:
             signal.signal(sig, handler)
 
 
+# The config blocks that make a run what it is: a run continues only with the same ones.
+IDENTITY = ("data", "frontend", "model", "optimizer", "seed", "amnet", "pruning", "init")
+
+
+def config_differences(previous: dict, current: dict) -> list[str]:
+    """The `IDENTITY` blocks in which two configs (JSON form) differ."""
+    return sorted(k for k in IDENTITY if previous.get(k) != current.get(k))
+
+
 def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:
     """Creates the run dir and stores the config; refuses to mix runs (nothing is overwritten).
 
@@ -78,11 +91,8 @@ def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bo
         if not resume:
             raise RunDirError(f"run directory {workdir} already holds a run; pass --resume to "
                               "continue it or choose another --workdir")
-        previous = json.loads(stored.read_text())
-        current = json.loads(config.to_json())
-        changed = sorted(k for k in ("data", "frontend", "model", "optimizer", "seed", "amnet",
-                                     "pruning", "init")
-                         if previous.get(k) != current.get(k))
+        changed = config_differences(json.loads(stored.read_text()),
+                                     json.loads(config.to_json()))
         if changed:
             raise RunDirError(f"--resume with a config that differs from {stored} in {changed}")
         return
@@ -202,13 +212,95 @@ def evaluate(decode, params, split, tokenizer, mesh, *, max_batches: int = -1,
         refs = [tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]) for r in rows]
         hyps = [tokenizer.decode(tokens[r, : lengths[r]]) for r in rows]
         counts = counts + metrics.word_errors(refs, hyps)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+    return _pooled(counts)
 
-        gathered = multihost_utils.process_allgather(np.array(
-            [counts.substitutions, counts.deletions, counts.insertions, counts.reference_length]))
-        counts = metrics.ErrorCounts(*(int(x) for x in np.asarray(gathered).sum(axis=0)))
-    return counts
+
+def _pooled(counts: metrics.ErrorCounts) -> metrics.ErrorCounts:
+    """Edit counts summed over all processes."""
+    if jax.process_count() == 1:
+        return counts
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.array(
+        [counts.substitutions, counts.deletions, counts.insertions, counts.reference_length]))
+    return metrics.ErrorCounts(*(int(x) for x in np.asarray(gathered).sum(axis=0)))
+
+
+def transcribe(decoders: dict, route, params, split, tokenizer, mesh,
+               ) -> list[results_io.UtteranceOutput]:
+    """Raw test outputs of this process's rows of `split`: reference, the `greedy` and `beam`
+    decoders' hypotheses (`make_decoder`), and the branch of every encoder frame (`route`,
+    `routing_report.make_router`)."""
+    source, report, pipe = split
+    out = []
+    for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count()):
+        device_batch = train_step.global_batch(batch, mesh)
+        hyps = {}
+        for name, decode in decoders.items():
+            tokens, lengths = decode(params, device_batch)
+            tokens, lengths = train_step.local_rows(tokens), train_step.local_rows(lengths)
+            hyps[name] = (tokens, lengths)
+        _, frames, routed = route(params, device_batch)
+        frames = train_step.local_rows(frames)
+        branches = train_step.local_rows(routed[0]) if routed is not None else None
+        for r in np.flatnonzero(batch["weights"]):
+            text = {name: tokenizer.decode(t[r, : n[r]]) for name, (t, n) in hyps.items()}
+            route_r = (branches[r, : frames[r]] if branches is not None
+                       else np.zeros(frames[r], np.int64))
+            out.append(results_io.UtteranceOutput(
+                id=str(batch["ids"][r]),
+                reference=tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]),
+                greedy=text["greedy"], beam=text.get("beam"),
+                branches="".join(str(int(b)) for b in route_r)))
+    return out
+
+
+def hardware() -> dict:
+    """What a JAX run ran on (metrics.json "hardware")."""
+    return {**results_io.host_description(), "framework": f"jax {jax.__version__}",
+            "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "devices": jax.device_count(), "processes": jax.process_count()}
+
+
+def write_run_results(workdir: Path, outputs: list[results_io.UtteranceOutput],
+                      config: ml_collections.ConfigDict, model: Transducer,
+                      train_time_s: float | None) -> None:
+    """outputs.jsonl and metrics.json (`amnet.results`). With several processes each writes its
+    shard of the outputs and process 0 joins them (the run directory is shared, as for
+    checkpoints)."""
+    processes, process = jax.process_count(), jax.process_index()
+    if processes > 1:
+        results_io.write_outputs(workdir / f"outputs-{process:05d}-of-{processes:05d}.jsonl",
+                                 outputs)
+        _sync("test outputs written")
+        if process != 0:
+            return
+        shards = [workdir / f"outputs-{i:05d}-of-{processes:05d}.jsonl"
+                  for i in range(processes)]
+        outputs = [o for shard in shards for o in results_io.read_outputs(shard)]
+        for shard in shards:
+            shard.unlink()
+    results_io.write_outputs(workdir / results_io.OUTPUTS, outputs)
+    record = scoring.run_metrics(
+        outputs, run=workdir.name, framework="jax", dataset=config.data.name,
+        split=config.data.test_split, model=model.config,
+        latency=scoring.LatencyModel.of(model.config), config=json.loads(config.to_json()),
+        train_time_s=train_time_s, hardware=hardware())
+    results_io.write_metrics(workdir / results_io.METRICS, record)
+
+
+def _train_time_before(workdir: Path, step: int) -> float:
+    """Training seconds logged up to `step` by earlier segments of a resumed run."""
+    seconds = 0.0
+    log = workdir / "metrics.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("step", 0) <= step and "train_time_s" in record:
+                seconds = max(seconds, float(record["train_time_s"]))
+    return seconds
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
@@ -264,6 +356,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                     disable=process != 0, dynamic_ncols=True)
     window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
     nonfinite = {"total": 0, "run": 0}
+    # Wall clock of the training loop (steps, validation, checkpoints), over resumed segments.
+    train_time = {"start": time.perf_counter(),
+                  "before": _train_time_before(workdir, start) if restored is not None else 0.0}
     preempted = None
     with Preemption() as preemption:
         for step in range(start + 1, last_end + 1):
@@ -295,7 +390,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                                                                          config.train.steps)(step),
                            "utterances_per_s": window["utterances"] / elapsed,
                            "audio_seconds_per_s": window["audio_seconds"] / elapsed,
-                           "nonfinite_steps": nonfinite["total"]}
+                           "nonfinite_steps": nonfinite["total"],
+                           "train_time_s": train_time["before"] + time.perf_counter()
+                           - train_time["start"]}
                 scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
                 writer.write(step, scalars)
                 bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
@@ -321,6 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                                 preempted, step)
                 break
     bar.close()
+    train_time["total"] = train_time["before"] + time.perf_counter() - train_time["start"]
     checkpointer.wait()
     results = {"step": int(state.step)}
     if preempted:
@@ -330,12 +428,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
         decode_beam = train_step.make_decoder(
             model, front, beam=config.eval.beam, max_length=config.eval.max_length,
             max_symbols_per_frame=config.eval.max_symbols_per_frame)
-        for name, decode in (("greedy", decode_greedy), ("beam", decode_beam)):
-            counts = evaluate(decode, state.params, test_split, tokenizer, mesh)
+        outputs = transcribe({"greedy": decode_greedy, "beam": decode_beam},
+                             routing_report.make_router(model, front), state.params, test_split,
+                             tokenizer, mesh)
+        refs = [o.reference for o in outputs]
+        for name in ("greedy", "beam"):
+            counts = _pooled(metrics.word_errors(refs, [getattr(o, name) for o in outputs]))
             results[f"test_wer_{name}"] = counts.rate
             results[f"test_words_{name}"] = counts.reference_length
         writer.write(int(state.step), {f"test/wer_{k}": results[f"test_wer_{k}"]
                                        for k in ("greedy", "beam")})
+        write_run_results(workdir, outputs, config, model, train_time["total"])
         if process == 0:
             (workdir / "results.json").write_text(json.dumps(results, indent=2))
     writer.close()

@@ -12,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from amnet import results as results_io
 from amnet.metric_writers import read_metrics
 from tests.conftest import tiny_name
 
@@ -57,18 +58,29 @@ def _leaves(tree, prefix=""):
         yield prefix, np.asarray(tree)
 
 
-def test_tiny_config_trains_through_the_entry_point(tiny_data_dir, tmp_path):
-    """Loss falls by at least 2x in 24 steps; the run dir has config, metrics, events, results."""
-    _run(_train_command(tmp_path / "run", tiny_data_dir, "--config.train.steps=24"))
-    records = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
-    assert records[-1]["loss"] < records[0]["loss"] / 2, records
+def test_tiny_config_trains_through_the_entry_point(tiny_dense_run):
+    """The session's tiny run (`experiments.train`, 12 steps): loss falls by at least 1.5x; the
+    run dir has config, metrics, events, checkpoints, results and the shared results files."""
+    run = tiny_dense_run
+    records = [r for r in read_metrics(run) if "loss" in r]
+    assert records[-1]["loss"] < records[0]["loss"] / 1.5, records
     assert all(r["utterances_per_s"] > 0 and r["audio_seconds_per_s"] > 0 for r in records)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["steps"] == 24 and config["data"]["name"] == tiny_name(0)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert {"test_wer_greedy", "test_wer_beam"} <= set(results) and results["step"] == 24
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / "run" / "checkpoints" / "best").iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["steps"] == 12 and config["data"]["name"] == tiny_name(0)
+    results = json.loads((run / "results.json").read_text())
+    assert {"test_wer_greedy", "test_wer_beam"} <= set(results) and results["step"] == 12
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "best").iterdir()
+    # metrics.json is the scorer's reading of outputs.jsonl: the same WER as results.json.
+    metrics = results_io.read_metrics(run / "metrics.json")
+    outputs = results_io.read_outputs(run / "outputs.jsonl")
+    assert metrics["wer_greedy"] == results["test_wer_greedy"]
+    assert metrics["wer_beam"] == results["test_wer_beam"]
+    assert metrics["dataset"]["words"] == results["test_words_greedy"]
+    assert len(outputs) == metrics["dataset"]["utterances"] > 0
+    assert metrics["framework"] == "jax" and metrics["hardware"]["backend"] == "cpu"
+    assert 0 < records[-1]["train_time_s"] <= metrics["train_time_s"]
+    assert metrics["frames_per_branch"] == {"0:dense": 1.0}
 
 
 DP_SCRIPT = """
@@ -132,6 +144,13 @@ def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp
     _, multi = _final_params(tmp_path / "multi")
     for (name, a), (_, b) in zip(_leaves(single), _leaves(multi), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+    # Each process decoded its rows of the test set; process 0 joined the shards.
+    one, two = (results_io.read_outputs(tmp_path / run / "outputs.jsonl")
+                for run in ("single", "multi"))
+    assert sorted(o.id for o in one) == sorted(o.id for o in two)
+    assert not list((tmp_path / "multi").glob("outputs-*-of-*.jsonl"))
+    assert results_io.read_metrics(tmp_path / "multi" / "metrics.json")["hardware"][
+        "processes"] == 2
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -27,6 +27,11 @@ class MaskedLSTM(nn.Module):
     def __init__(self, input_dim: int, hidden: int, projection: int | None):
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden, batch_first=True, proj_size=projection or 0)
+        # One trained bias, as in JAX: bias_hh stays zero (two trained copies would double the
+        # bias's step size and count its gradient twice in the clipping norm).
+        with torch.no_grad():
+            self.lstm.bias_hh_l0.zero_()
+        self.lstm.bias_hh_l0.requires_grad_(False)
         self.masks: dict[str, torch.Tensor] = {}
 
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:

@@ -1,0 +1,108 @@
+"""The one scorer of test outputs, whichever framework decoded them.
+
+Rules (the same for JAX runs, PyTorch baselines and results produced elsewhere):
+  WER       jiwer edit counts on transcripts normalized by `amnet.text.normalize_text`, pooled
+            over the split (errors / reference words)
+  FLOPs     counted per frame by `amnet.flops.frame_costs` from the model description: a frame
+            run by branch k costs C_k (encoder branch + arbitrator + decoder work)
+  latency   `amnet.latency.simulate` of each utterance's frame costs on one processor of P
+            FLOP/s with frames every Δ; UPL mean / p90 / max over utterances
+  dataset   a SHA-256 fingerprint of the sorted (id, normalized reference) pairs: two runs are
+            comparable only when their fingerprints agree
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from amnet import metrics, results
+from amnet.flops import LinearSpec, frame_costs
+from amnet.latency import simulate
+from amnet.results import UtteranceOutput
+from amnet.text import normalize_text
+from amnet.transducer import TransducerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyModel:
+    frame_period_s: float  # Δ
+    processor_flops: float  # P
+
+    @classmethod
+    def of(cls, model: TransducerConfig) -> LatencyModel:
+        return cls(model.frame_period_s, model.processor_flops)
+
+
+def model_from_dict(fields: dict[str, Any]) -> TransducerConfig:
+    """A `TransducerConfig` from its JSON form (metrics.json "model"); unknown fields are named."""
+    known = {f.name for f in dataclasses.fields(TransducerConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"model description has unknown fields {unknown}")
+    return TransducerConfig(**fields)
+
+
+def dataset_fingerprint(outputs: Sequence[UtteranceOutput]) -> str:
+    pairs = sorted((o.id, normalize_text(o.reference, example_id=o.id)) for o in outputs)
+    return hashlib.sha256("\n".join(f"{i}\t{r}" for i, r in pairs).encode()).hexdigest()
+
+
+def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
+          latency: LatencyModel) -> dict[str, Any]:
+    """The scored columns of metrics.json (`amnet.results.FIELDS`) for `outputs`."""
+    if not outputs:
+        raise ValueError("no outputs to score")
+    ids = [o.id for o in outputs]
+    if len(set(ids)) != len(ids):
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"utterances scored twice: {duplicated[:5]}")
+    refs = [o.reference for o in outputs]
+    greedy = metrics.word_errors(refs, [o.greedy for o in outputs])
+    has_beam = [o.beam is not None for o in outputs]
+    if any(has_beam) and not all(has_beam):
+        raise ValueError(f"{has_beam.count(False)} of {len(outputs)} utterances have no beam "
+                         "hypothesis: decode all or none")
+    beam = metrics.word_errors(refs, [o.beam for o in outputs]) if all(has_beam) else None
+
+    costs = np.asarray(frame_costs(model).per_branch, np.float64)
+    specs = [str(LinearSpec.parse(s)) for s in model.encoder_branches]
+    routes = [np.frombuffer(o.branches.encode(), np.uint8) - ord("0") for o in outputs]
+    for o, route in zip(outputs, routes, strict=True):
+        if route.max() >= len(costs):
+            raise ValueError(f"utterance {o.id!r} routes a frame to branch {route.max()}, the "
+                             f"model has {len(costs)} ({specs})")
+    frame_flops = [costs[r] for r in routes]
+    upl = np.array([simulate(f, frame_period_s=latency.frame_period_s,
+                             processor_flops=latency.processor_flops).latency_s
+                    for f in frame_flops])
+    every = np.concatenate(routes)
+    return {
+        "wer_greedy": greedy.rate,
+        "wer_beam": beam.rate if beam is not None else None,
+        "mflops_per_frame": float(np.concatenate(frame_flops).mean() / 1e6),
+        "frames_per_branch": {f"{k}:{s}": float(np.mean(every == k))
+                              for k, s in enumerate(specs)},
+        "upl_mean_ms": 1e3 * float(upl.mean()),
+        "upl_p90_ms": 1e3 * float(np.percentile(upl, 90)),
+        "upl_max_ms": 1e3 * float(upl.max()),
+        "latency_model": dataclasses.asdict(latency),
+        "dataset": {"utterances": len(outputs), "words": greedy.reference_length,
+                    "fingerprint": dataset_fingerprint(outputs)},
+    }
+
+
+def run_metrics(outputs: Sequence[UtteranceOutput], *, run: str, framework: str,
+                dataset: str, split: str, model: TransducerConfig, latency: LatencyModel,
+                config: dict | None, train_time_s: float | None, hardware: dict[str, Any],
+                update_bytes: int | None = None) -> dict[str, Any]:
+    """A whole metrics.json record (`amnet.results`): the scores of `outputs` and the run."""
+    scored = score(outputs, model, latency)
+    scored["dataset"].update(name=dataset, split=split)
+    return {"schema": results.SCHEMA, "run": run, "framework": framework, "config": config,
+            "model": dataclasses.asdict(model), "update_bytes": update_bytes,
+            "train_time_s": train_time_s, "hardware": hardware, **scored}

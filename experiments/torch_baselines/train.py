@@ -1,0 +1,258 @@
+r"""Train and evaluate a PyTorch baseline (single-encoder RNN-T: dense, sparse or low-rank) on
+the project's data pipeline; the run directory receives the shared results (`amnet.results`).
+
+    python -m experiments.torch_baselines.train \
+        --config=experiments/configs/baseline.py:tiny --workdir=runs/torch_tiny \
+        [--config.model.encoder_hidden=64] [--init=jax|torch] [--restart]
+
+Same config files as `experiments.train`. What is shared with a JAX run of the same config:
+the grain pipeline (same batches in the same order), the features (`amnet.train_step.
+train_features`, SpecAugment masks included, from the same seed), the initial weights
+(`--init=jax`, the default: the JAX model's initialization converted by `convert.to_torch`),
+the optimizer (global-norm clipping, AdamW on `amnet.optim.learning_rate_schedule`), the
+pruning schedule of a sparse encoder, and the scorer. What differs: PyTorch computes the model,
+loss and gradients (eager, padding trimmed to each batch's longest utterance), there is no
+periodic validation, and the test set is decoded greedily only (no beam search in the port:
+`wer_beam` is null). A run is not resumable: `--restart` clears an unfinished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+from absl import app, flags, logging
+
+from amnet import build, frontend, optim, pruning, scoring, train_step, trainer
+from amnet import results as results_io
+from amnet.data import input_pipeline
+from amnet.flops import LinearSpec
+from amnet.metric_writers import MetricWriter
+from amnet.transducer import Transducer
+from experiments.torch_baselines import convert
+from experiments.torch_baselines.decoding import greedy_decode
+from experiments.torch_baselines.model import MaskedLSTM, TorchTransducer
+from experiments.torch_baselines.rnnt_loss import rnnt_loss
+
+# Files a run writes (what --restart removes).
+RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", results_io.OUTPUTS,
+             results_io.METRICS)
+
+
+def _tensor(x, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(np.array(x)).to(dtype)
+
+
+def _trimmed(features, lengths, batch) -> tuple[torch.Tensor, ...]:
+    """Torch tensors of a batch, padding cut to its longest utterance and transcript."""
+    lengths = np.asarray(lengths)
+    frames = max(int(lengths.max()), 1)
+    labels = max(int(batch["token_lengths"].max()), 1)
+    return (_tensor(np.asarray(features)[:, :frames]), _tensor(lengths, torch.long),
+            _tensor(batch["tokens"][:, :labels], torch.long),
+            _tensor(batch["token_lengths"], torch.long), _tensor(batch["weights"]))
+
+
+class Pruner:
+    """`amnet.pruning.make_pruner` for a sparse PyTorch encoder: at prune steps the smallest
+    |w| of each encoder kernel are masked (same cubic schedule, same tie order); the masks stay
+    fixed in between."""
+
+    WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "weight_hr_l0")
+
+    def __init__(self, model: TorchTransducer, sparsity: float,
+                 config: ml_collections.ConfigDict):
+        self.model, self.sparsity, self.config = model, sparsity, config
+
+    def __call__(self, step: int) -> None:
+        c = self.config
+        if not (c.start_step <= step <= c.end_step and (step - c.start_step) % c.every == 0):
+            return
+        target = float(pruning.sparsity_at(step, self.sparsity, c))
+        for layer in self.model.encoder:
+            assert isinstance(layer, MaskedLSTM)
+            masks = {}
+            for name in self.WEIGHTS:
+                if hasattr(layer.lstm, name):
+                    weight = getattr(layer.lstm, name).detach()
+                    if name in layer.masks:
+                        weight = weight * layer.masks[name]
+                    # JAX kernels are [in, out]: rank in that layout so that ties break alike.
+                    flat = weight.T.reshape(-1).abs()
+                    order = torch.argsort(flat, stable=True)
+                    keep = torch.ones_like(flat)
+                    keep[order[: round(target * flat.numel())]] = 0.0
+                    masks[name] = keep.reshape(weight.T.shape).T.contiguous()
+            layer.set_masks(masks)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: Path, restart: bool) -> None:
+    finished = (workdir / results_io.METRICS).exists()
+    if (workdir / "config.json").exists():
+        if finished or not restart:
+            raise trainer.RunDirError(
+                f"run directory {workdir} already holds a {'finished' if finished else ''} run"
+                f"{'' if finished else '; pass --restart to train it again from scratch'}")
+        for name in RUN_FILES:
+            (workdir / name).unlink(missing_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init: str = "jax",
+                       restart: bool = False) -> dict:
+    """The whole run; returns its metrics.json record."""
+    if init not in ("jax", "torch"):
+        raise ValueError(f"--init must be jax or torch, got {init!r}")
+    workdir = Path(workdir)
+    tokenizer = trainer.make_tokenizer(config)
+    model_config = build.model_config(config, tokenizer.vocab_size)
+    if len(model_config.encoder_branches) != 1:
+        raise ValueError("the PyTorch baselines have one encoder; got branches "
+                         f"{model_config.encoder_branches}")
+    spec = LinearSpec.parse(model_config.encoder_branches[0])
+    if spec.kind == "sparse" and "pruning" not in config:
+        raise ValueError("a sparse encoder needs a `pruning` block in the config")
+    prepare(config, workdir, restart)
+    torch.manual_seed(config.seed)
+    front, augment = build.frontend_configs(config)
+
+    train_source = trainer.open_dataset(config, config.data.train_split)
+    train_pipe = trainer.pipeline_config(config, batch_size=config.train.global_batch_size,
+                                         train=True)
+    report = input_pipeline.scan(train_source, tokenizer, train_pipe)
+    batches = iter(input_pipeline.make_dataset(train_source, tokenizer, report, train_pipe))
+
+    # The JAX run's initial state: its weights (--init=jax) and its augmentation key.
+    jax_model = Transducer(model_config)
+    schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
+    state = train_step.create_train_state(jax_model, optim.make_optimizer(
+        config.optimizer, config.train.steps), train_pipe.buckets[0], front, config.seed,
+        train_step.make_mesh(1))
+    model = (convert.to_torch(jax.device_get(state.params), model_config) if init == "jax"
+             else TorchTransducer(model_config))
+    base_key = jax.random.wrap_key_data(state.rng)
+    features_of = jax.jit(lambda batch, step: train_step.train_features(
+        batch, jnp.arange(batch["audio"].shape[0]), jax.random.fold_in(base_key, step), front,
+        augment))
+    o = config.optimizer
+    trained = [p for p in model.parameters() if p.requires_grad]
+    adamw = torch.optim.AdamW(trained, lr=0.0, betas=(o.b1, o.b2), eps=1e-8,
+                              weight_decay=o.weight_decay)
+    prune = (Pruner(model, spec.sparsity, config.pruning) if spec.kind == "sparse" else None)
+    writer = MetricWriter(workdir, tensorboard=False)
+
+    start = time.perf_counter()
+    window = {"utterances": 0.0, "time": start}
+    nonfinite = 0
+    for step in range(1, config.train.steps + 1):
+        batch = next(batches)
+        device_batch = {k: jnp.asarray(batch[k]) for k in ("audio", "audio_lengths")}
+        features, lengths = features_of(device_batch, step - 1)
+        feats, lens, tokens, token_lengths, weights = _trimmed(features, lengths, batch)
+        model.train()
+        costs = rnnt_loss(model(feats, lens, tokens, token_lengths), lens, tokens,
+                          token_lengths, blank=model_config.blank)
+        loss = (costs * weights).sum() / weights.sum()
+        adamw.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, o.clip_norm))
+        if math.isfinite(loss.item()) and math.isfinite(grad_norm):
+            for group in adamw.param_groups:
+                group["lr"] = float(schedule(step - 1))  # optax counts updates from 0
+            adamw.step()
+            if prune is not None:
+                prune(step)
+        else:
+            nonfinite += 1
+            logging.warning("step %d: non-finite loss or gradient, update skipped", step)
+        window["utterances"] += float(weights.sum())
+        if step % config.train.log_every == 0 or step == config.train.steps:
+            now = time.perf_counter()
+            writer.write(step, {"loss": loss.item(), "grad_norm": grad_norm,
+                                "learning_rate": float(schedule(step - 1)),
+                                "utterances_per_s": window["utterances"] / (now - window["time"]),
+                                "nonfinite_steps": nonfinite, "train_time_s": now - start})
+            window = {"utterances": 0.0, "time": now}
+    train_time = time.perf_counter() - start
+    writer.close()
+    with torch.no_grad():
+        for layer in model.encoder:
+            if isinstance(layer, MaskedLSTM):
+                for name, mask in layer.masks.items():
+                    getattr(layer.lstm, name).mul_(mask)
+    import safetensors.torch
+
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(workdir / "model.safetensors"))
+
+    outputs = transcribe(model, config, front, tokenizer)
+    results_io.write_outputs(workdir / results_io.OUTPUTS, outputs)
+    record = scoring.run_metrics(
+        outputs, run=workdir.name, framework="torch", dataset=config.data.name,
+        split=config.data.test_split, model=model_config,
+        latency=scoring.LatencyModel.of(model_config), config=json.loads(config.to_json()),
+        train_time_s=train_time, hardware=hardware())
+    results_io.write_metrics(workdir / results_io.METRICS, record)
+    return results_io.read_metrics(workdir / results_io.METRICS)
+
+
+def transcribe(model: TorchTransducer, config: ml_collections.ConfigDict,
+               front: frontend.FrontendConfig, tokenizer) -> list[results_io.UtteranceOutput]:
+    """Greedy outputs of the test split (features from the JAX frontend, as in training)."""
+    source, report, pipe = trainer.open_eval_split(config, config.data.test_split, tokenizer)
+    featurize = jax.jit(lambda audio, n: frontend.featurize(audio, n, front))
+    model.eval()
+    out = []
+    for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe):
+        features, lengths = featurize(batch["audio"], batch["audio_lengths"])
+        feats, lens, *_ = _trimmed(features, lengths, batch)
+        rows = np.flatnonzero(batch["weights"])
+        hyps = greedy_decode(model, feats[rows], lens[rows],
+                             max_symbols_per_frame=config.eval.max_symbols_per_frame,
+                             max_length=config.eval.max_length)
+        for r, hyp in zip(rows, hyps, strict=True):
+            out.append(results_io.UtteranceOutput(
+                id=str(batch["ids"][r]),
+                reference=tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]),
+                greedy=tokenizer.decode(hyp), beam=None, branches="0" * int(lens[r])))
+    return out
+
+
+def hardware() -> dict:
+    return {**results_io.host_description(), "framework": f"torch {torch.__version__}",
+            "backend": "cpu", "device_kind": "cpu", "devices": 1, "processes": 1,
+            "threads": torch.get_num_threads()}
+
+
+def _define_flags() -> None:
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Experiment config file[:preset].")
+    flags.DEFINE_string("workdir", None, "Run directory.", required=True)
+    flags.DEFINE_enum("init", "jax", ["jax", "torch"], "Initial weights: the JAX model's "
+                      "initialization (same seed) or PyTorch's default.")
+    flags.DEFINE_bool("restart", False, "Clear an unfinished run in --workdir and train again.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    record = train_and_evaluate(f.config, f.workdir, init=f.init, restart=f.restart)
+    print(json.dumps({k: record[k] for k in ("wer_greedy", "mflops_per_frame", "train_time_s")}))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    flags.mark_flag_as_required("config")
+    app.run(main)
