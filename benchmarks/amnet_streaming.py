@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
 
 from amnet import build, checkpointing, routing_report, streaming, train_step, trainer
 from amnet.transducer import Transducer
-from experiments.configs import amnet as amnet_config
+from benchmarks import models
 
 _DENSE = flags.DEFINE_string("dense_run", None, "Run dir of the dense model.")
 _AMNET = flags.DEFINE_string("amnet_run", None, "Run dir of the AmNet model.")
@@ -40,15 +39,6 @@ def _from_run(run: str) -> tuple[Transducer, dict, ml_collections.ConfigDict]:
     params, meta = checkpointing.load_params(run)
     model = trainer.Transducer(build.model_config(config, meta["vocab_size"]))
     return model, params, config
-
-
-def _fresh(name: str) -> tuple[Transducer, dict]:
-    config = amnet_config.get_config(f"small,{name}")
-    model = Transducer(build.model_config(config, 29))
-    frames = 10
-    params = model.init(jax.random.key(0), np.zeros((1, frames, model.config.input_dim)),
-                        np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"]
-    return model, params
 
 
 def main(argv: Sequence[str]) -> None:
@@ -69,7 +59,8 @@ def main(argv: Sequence[str]) -> None:
             amnet, amnet_params, split, tokenizer, front, train_step.make_mesh(1),
             keep_features=_UTTERANCES.value, max_utterances=_UTTERANCES.value)]
     else:
-        (dense, dense_params), (amnet, amnet_params) = _fresh("single-dense"), _fresh("lowrank")
+        (dense, dense_params) = models.fresh_model("single-dense")
+        (amnet, amnet_params) = models.fresh_model("lowrank")
         rng = np.random.default_rng(0)
         utterances = [rng.normal(-3.0, 4.0, size=(_FRAMES.value, dense.config.input_dim))
                       for _ in range(_UTTERANCES.value)]

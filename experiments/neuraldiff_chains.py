@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from amnet import checkpointing, trainer
+from amnet import results as results_io
 from experiments.configs.neuraldiff import METHODS
 from experiments.neuraldiff_training import UpdateTrainer, selector
 from neuraldiff import model_file, package, posthoc, tree, updates
@@ -147,7 +148,15 @@ class Experiment:
             if package.fingerprint(params) != package.fingerprint(server_model):
                 raise AssertionError(f"{chain.name} g{g}: device model differs from the server's")
             (step_dir / "update.ndiff").write_bytes(data)
-            wer = {f"g{k}": self.trainer.word_error_rate(params, k) for k in range(g + 1)}
+            # The new generation's test set in the shared results schema (with the bytes
+            # shipped), the earlier ones as WER only.
+            outputs, record = self.trainer.run_metrics(
+                params, g, run=f"{chain.name}_g{g}", update_bytes=len(data),
+                train_time_s=train_seconds)
+            results_io.write_outputs(step_dir / results_io.OUTPUTS, outputs)
+            results_io.write_metrics(step_dir / results_io.METRICS, record)
+            wer = {f"g{k}": record["wer_greedy"] if k == g
+                   else self.trainer.word_error_rate(params, k) for k in range(g + 1)}
             result = {"chain": chain.name, "method": chain.method, "budget": chain.budget,
                       "budget_bytes": self.budget_bytes(chain), "generation": g,
                       "update_bytes": len(data), "model_bytes": self.model_bytes,

@@ -9,6 +9,7 @@ and packages.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import build, objective, optim, train_step, trainer
+from amnet import build, objective, optim, routing_report, scoring, train_step, trainer
 from amnet.data import input_pipeline
 from amnet.transducer import Transducer
 from neuraldiff import hashed, sparse, tree, updates
@@ -61,6 +62,7 @@ class UpdateTrainer:
         self.decode = train_step.make_decoder(
             self.model, self.front, beam=0, max_length=config.eval.max_length,
             max_symbols_per_frame=config.eval.max_symbols_per_frame)
+        self.route = routing_report.make_router(self.model, self.front)
         self._train_data: dict[int, tuple] = {}
         self._test_data: dict[int, tuple] = {}
 
@@ -84,15 +86,33 @@ class UpdateTrainer:
                                                 process_index=jax.process_index(),
                                                 process_count=jax.process_count()))
 
-    def word_error_rate(self, params: Flat, generation: int) -> float:
-        """Greedy WER of a flat model on the test split of `generation`."""
+    def _test_split(self, generation: int):
         if generation not in self._test_data:
             config = self._data_config(generation)
             self._test_data[generation] = trainer.open_eval_split(
                 config, config.data.test_split, self.tokenizer)
+        return self._test_data[generation]
+
+    def word_error_rate(self, params: Flat, generation: int) -> float:
+        """Greedy WER of a flat model on the test split of `generation`."""
         counts = trainer.evaluate(self.decode, self._replicated(tree.unflatten(params)),
-                                  self._test_data[generation], self.tokenizer, self.mesh)
+                                  self._test_split(generation), self.tokenizer, self.mesh)
         return counts.rate
+
+    def run_metrics(self, params: Flat, generation: int, *, run: str, update_bytes: int,
+                    train_time_s: float) -> tuple[list, dict]:
+        """(outputs, metrics.json record) of a flat model on the test split of `generation`,
+        in the shared results schema (`amnet.results`), greedy decoding."""
+        outputs = trainer.transcribe({"greedy": self.decode}, self.route,
+                                     self._replicated(tree.unflatten(params)),
+                                     self._test_split(generation), self.tokenizer, self.mesh)
+        config = self._data_config(generation)
+        return outputs, scoring.run_metrics(
+            outputs, run=run, framework="jax", dataset=config.data.name,
+            split=config.data.test_split, model=self.model.config,
+            latency=scoring.LatencyModel.of(self.model.config),
+            config=json.loads(config.to_json()), train_time_s=train_time_s,
+            hardware=trainer.hardware(), update_bytes=update_bytes)
 
     # -- training --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from experiments import compare
 from neuraldiff import model_file, package
 from tests.conftest import tiny_name
 from tests.test_train import ROOT, _env
@@ -65,6 +66,15 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
     for plot in ("wer_vs_generation.png", "wer_vs_bytes.png"):
         assert (workdir / plot).stat().st_size > 10_000
     assert "| full |" in out.stdout
+
+    # Every update is also a result in the shared schema, with the bytes shipped, ready for
+    # experiments.compare (same test set: g1).
+    records = compare.compare([str(workdir / name / "g1") for name in results if name != "zstd"])
+    for record in records:
+        chain = record["run"].removesuffix("_g1")
+        assert record["update_bytes"] == results[chain]["update_bytes"]
+        assert record["wer_greedy"] == results[chain]["wer"]["g1"]
+    assert (compare.plots(records, tmp_path)[-1]).name == "update_bytes.png"
 
     # Re-running resumes: nothing is trained again, the same results come back.
     first = (workdir / "results.json").read_text()

@@ -112,3 +112,28 @@ def test_a_jax_trained_model_decodes_the_same_transcripts_in_pytorch(tiny_dense_
                                               max_length=96)
     assert torch_hyps == jax_hyps
     assert sum(len(h) for h in jax_hyps) > 0  # the run emits something to compare
+
+
+def test_pytorch_pruner_masks_what_the_jax_pruner_zeroes():
+    """The PyTorch runner's sparse schedule: at a prune step, the same entries of every
+    encoder kernel as `amnet.pruning.make_pruner` (same sparsity, same tie order)."""
+    import ml_collections
+
+    from amnet import pruning
+    from experiments.torch_baselines.train import Pruner
+
+    config = _config("sparse(0.8)")
+    params = _params(config, sparse=False)
+    schedule = ml_collections.ConfigDict({"start_step": 2, "end_step": 6, "every": 2})
+    prune = pruning.make_pruner(config.encoder_branches, schedule)
+    pruned = jax.device_get(prune(params, params, jnp.asarray(4)))
+    model = convert.to_torch(params, config)
+    Pruner(model, 0.8, schedule)(3)  # not a prune step: the masks stay (nothing pruned yet)
+    assert all(float(m.min()) == 1.0 for layer in model.encoder for m in layer.masks.values())
+    Pruner(model, 0.8, schedule)(4)
+    for i, layer in enumerate(model.encoder):
+        jax_layer = pruned["encoder"]["branch_0"][f"layers_{i}"]
+        for name, key in (("weight_ih_l0", "input_kernel"), ("weight_hh_l0", "recurrent_kernel"),
+                          ("weight_hr_l0", "projection_kernel")):
+            np.testing.assert_array_equal(layer.masks[name].numpy().T,
+                                          (jax_layer[key] != 0).astype(np.float32))

@@ -1,0 +1,551 @@
+r"""The benchmark suite: every measurement side by side in one run, a table and results.json.
+
+    python -m benchmarks.run [--quick] [--sections=train_step,loss,pipeline,streaming,diff]
+        [--out=benchmarks/results.json] [--data_dir=data]
+
+Each measurement runs in its own fresh process (`--case`), one after another, so that peak
+memory (the process's max RSS) and thread settings are its own; times are medians over
+repeated calls after a warm-up. The machine is shared and noisy: read the ratios, not the
+absolute times. Sections:
+
+  train_step  the same dense RNN-T step (preset `small`: 3x256 LSTM, same batch of the first
+              length bucket) in JAX (the project's jitted step: frontend + SpecAugment + fused
+              loss + AdamW) vs PyTorch eager and `torch.compile` (model compiled, loss eager;
+              features precomputed, which favours PyTorch). Target: JAX >= 1.0x the faster one.
+  loss        RNN-T loss + gradient: JAX materialized (naive) vs fused vs the plain-torch loss.
+  pipeline    the grain pipeline's utterances/s (alone, and with host log-mel features) vs the
+              JAX train step's consumption at the same batch. Target: >= 3x.
+  streaming   batch-1 frame-by-frame decoding of the small dense model on one core: real-time
+              factor (target <= 0.05); an AmNet (dense + lowrank(16)) with every frame forced
+              to each branch: measured vs counted saving. Random weights (no run needed).
+  diff        neural diff: pack (top-k 10% budget) and apply (verify + apply + write) of the
+              small and the paper-size (LibriSpeech 5x1024/640) model, MB/s of model file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from absl import app, flags
+
+SECTIONS = ("train_step", "loss", "pipeline", "streaming", "diff")
+MIB = 1 << 20
+SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+_QUICK = flags.DEFINE_bool("quick", False, "Smaller shapes, fewer repeats (~3 minutes).")
+_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), "Which sections, in order.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results.json", "Where the results go.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS dir holding spoken_commands/small_g0 "
+                                "for the pipeline section (default: build the tiny corpus in a "
+                                "temporary dir).")
+_CASE = flags.DEFINE_string("case", None, "Internal: run one measurement, print its JSON.")
+_ARGS = flags.DEFINE_string("args", "{}", "Internal: the case's arguments (JSON).")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- cases (each runs in a fresh process) ---------------------------------------------------
+
+def _small_config(batch: int):
+    from experiments.configs import baseline
+
+    config = baseline.get_config("small")
+    config.train.global_batch_size = batch
+    return config
+
+
+def _synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
+    """Full-length noise audio and full-length random transcripts of the first bucket."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    samples, tokens = config.data.buckets[0]
+    return {"audio": rng.integers(-3000, 3000, (batch, samples)).astype(np.int16),
+            "audio_lengths": np.full(batch, samples, np.int32),
+            "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
+            "token_lengths": np.full(batch, tokens, np.int32),
+            "weights": np.ones(batch, np.float32)}
+
+
+def case_train_step_jax(batch: int, steps: int, unroll: int | None = None) -> dict:
+    import jax
+
+    from amnet import build, optim, train_step
+    from amnet.transducer import Transducer
+
+    config = _small_config(batch)
+    if unroll is not None:
+        config.model.scan_unroll = unroll
+    front, augment = build.frontend_configs(config)
+    model = Transducer(build.model_config(config, 29))
+    optimizer = optim.make_optimizer(config.optimizer, 1000)
+    mesh = train_step.make_mesh(1)
+    state = train_step.create_train_state(model, optimizer, tuple(config.data.buckets[0]), front,
+                                          config.seed, mesh)
+    step = train_step.make_train_step(model, optimizer, mesh, front, augment)
+    data = train_step.global_batch(_synthetic_batch(config, batch), mesh)
+    rss_before = _peak_rss_mib()
+    start = time.perf_counter()
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], data)
+        jax.block_until_ready(metrics["loss"])
+
+    run()
+    compile_s = time.perf_counter() - start
+    seconds = _timed(run, steps)
+    return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
+            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before}
+
+
+def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict:
+    import jax
+    import torch
+
+    from amnet import build, frontend
+    from experiments.torch_baselines.model import TorchTransducer
+    from experiments.torch_baselines.rnnt_loss import rnnt_loss
+
+    config = _small_config(batch)
+    front, _ = build.frontend_configs(config)
+    data = _synthetic_batch(config, batch)
+    features, lengths = jax.jit(lambda a, n: frontend.featurize(a, n, front))(
+        data["audio"], data["audio_lengths"])
+    feats = torch.from_numpy(jax.device_get(features).copy())
+    lens = torch.from_numpy(jax.device_get(lengths).astype("int64"))
+    tokens = torch.from_numpy(data["tokens"].astype("int64"))
+    token_lengths = torch.from_numpy(data["token_lengths"].astype("int64"))
+    torch.manual_seed(0)
+    model = TorchTransducer(build.model_config(config, 29))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    adamw = torch.optim.AdamW(trained, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-6)
+    forward = torch.compile(model) if compile else model
+    rss_before = _peak_rss_mib()
+
+    def run():
+        costs = rnnt_loss(forward(feats, lens, tokens, token_lengths), lens, tokens,
+                          token_lengths)
+        loss = costs.mean()
+        adamw.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        adamw.step()
+
+    start = time.perf_counter()
+    try:
+        run()
+    except Exception as e:  # torch.compile needs a C++ toolchain; report, do not hide
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    compile_s = time.perf_counter() - start
+    seconds = _timed(run, steps)
+    return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
+            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before,
+            "threads": torch.get_num_threads()}
+
+
+def _loss_inputs(b: int, t: int, u: int, v: int, h: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    return (rng.normal(size=(b, t, h)).astype(f32), rng.normal(size=(b, u + 1, h)).astype(f32),
+            (rng.normal(size=(h, v)) * h**-0.5).astype(f32), np.zeros(v, f32),
+            rng.integers(1, v, (b, u)).astype(np.int32))
+
+
+def case_loss(variant: str, b: int, t: int, u: int, v: int, h: int, repeats: int) -> dict:
+    enc, pred, kernel, bias, targets = _loss_inputs(b, t, u, v, h)
+    if variant == "torch":
+        import torch
+
+        from experiments.torch_baselines.rnnt_loss import rnnt_loss
+
+        tensors = [torch.from_numpy(x).requires_grad_() for x in (enc, pred, kernel, bias)]
+        tgt = torch.from_numpy(targets.astype("int64"))
+        lengths, target_lengths = torch.full((b,), t), torch.full((b,), u)
+        rss_before = _peak_rss_mib()
+
+        def run():
+            for x in tensors:
+                x.grad = None
+            e, p, w, c = tensors
+            logits = torch.tanh(e[:, :, None] + p[:, None]) @ w + c
+            rnnt_loss(logits, lengths, tgt, target_lengths).sum().backward()
+
+        seconds = _timed(run, repeats)
+        return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(),
+                "rss_before_mib": rss_before}
+    import jax
+    import jax.numpy as jnp
+
+    from amnet import rnnt
+
+    lengths, target_lengths = jnp.full((b,), t), jnp.full((b,), u)
+    if variant == "jax_naive":
+        def loss(*joint):
+            return rnnt.rnnt_loss(rnnt.joint_logits(*joint), lengths, targets,
+                                  target_lengths).sum()
+    else:
+        def loss(*joint):
+            return rnnt.rnnt_loss_fused(*joint, lengths, targets, target_lengths,
+                                        frames_per_chunk=1).sum()
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+    args = tuple(jnp.asarray(x) for x in (enc, pred, kernel, bias))
+    temp = grad.lower(*args).compile().memory_analysis().temp_size_in_bytes
+    rss_before = _peak_rss_mib()
+    seconds = _timed(lambda: jax.block_until_ready(grad(*args)), repeats)
+    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before,
+            "xla_temp_mib": temp / MIB}
+
+
+def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
+    import jax
+
+    from amnet import build, frontend, trainer
+    from amnet.data import input_pipeline, spoken_commands
+    from amnet.text import CharTokenizer
+
+    config = _small_config(batch)
+    if data_dir and input_pipeline.prepared_dir("spoken_commands/small_g0", data_dir):
+        config.data.data_dir, corpus = data_dir, "small_g0"
+    else:
+        data_dir = tempfile.mkdtemp(prefix="bench_tfds_")
+        spoken_commands.make_builder("tiny", 0, data_dir=data_dir, seed=7,
+                                     num_workers=1).download_and_prepare()
+        config.data.name, config.data.data_dir = "spoken_commands/tiny_g0_s7", data_dir
+        corpus = "tiny_g0 (built for the benchmark)"
+    tokenizer = CharTokenizer()
+    source = trainer.open_dataset(config, "train")
+    pipe = trainer.pipeline_config(config, batch_size=batch, train=True)
+    report = input_pipeline.scan(source, tokenizer, pipe)
+    front, _ = build.frontend_configs(config)
+    featurize = jax.jit(lambda a, n: frontend.featurize(a, n, front))
+    out = {"corpus": corpus, "threads": config.data.num_threads}
+    for name, with_features in (("grain", False), ("grain+features", True)):
+        iterator = iter(input_pipeline.make_dataset(source, tokenizer, report, pipe))
+        first = next(iterator)  # start the workers, compile the featurizer
+        if with_features:
+            jax.block_until_ready(featurize(first["audio"], first["audio_lengths"]))
+        start = time.perf_counter()
+        utterances = 0.0
+        for _ in range(batches):
+            b = next(iterator)
+            if with_features:
+                jax.block_until_ready(featurize(b["audio"], b["audio_lengths"]))
+            utterances += float(b["weights"].sum())
+        out[name] = utterances / (time.perf_counter() - start)
+    return out
+
+
+def case_streaming(utterances: int, frames: int) -> dict:
+    import jax
+    import numpy as np
+
+    from amnet import flops, streaming
+    from benchmarks.models import fresh_model
+
+    dense, dense_params = fresh_model("single-dense")
+    amnet, amnet_params = fresh_model("lowrank")
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(-3.0, 4.0, size=(frames, dense.config.input_dim)).astype(np.float32)
+             for _ in range(utterances)]
+    out = {"frame_period_s": dense.config.frame_period_s}
+    recognizers = {"dense": streaming.StreamingRecognizer(dense, dense_params)}
+    # Force the arbitrator: a huge output bias on branch k's logit routes every frame there.
+    for k in range(2):
+        params = jax.tree.map(np.asarray, amnet_params)
+        bias = np.zeros_like(params["encoder"]["arbitrator"]["b2"])
+        bias[k] = 1e4
+        params["encoder"]["arbitrator"] = {**params["encoder"]["arbitrator"], "b2": bias}
+        recognizers[f"amnet_branch_{k}"] = streaming.StreamingRecognizer(amnet, params)
+    seconds = {name: [] for name in recognizers}
+    routed = {name: [] for name in recognizers}
+    for i, f in enumerate(feats):
+        order = list(recognizers) if i % 2 == 0 else list(recognizers)[::-1]
+        for name in order:
+            result = recognizers[name].run(f)
+            seconds[name].append(result.frame_seconds)
+            routed[name].append(result.branches)
+    for name in recognizers:
+        s = np.concatenate(seconds[name])
+        out[name] = {"ms_per_frame": 1e3 * float(s.mean()),
+                     "rtf": float(s.mean()) / dense.config.frame_period_s,
+                     "branches": sorted({int(b) for b in np.concatenate(routed[name])})}
+    costs = flops.frame_costs(amnet.config).per_branch
+    out["counted_mflops"] = [c / 1e6 for c in costs]
+    return out
+
+
+def case_diff(preset: str) -> dict:
+    import numpy as np
+
+    from neuraldiff import model_file, package, posthoc, tree, updates
+
+    params = _random_params(preset)
+    base = updates.flat(params)
+    names = tree.Selector().names(params)
+    rng = np.random.default_rng(1)
+    new = {n: v + (rng.normal(size=v.shape) * 1e-3).astype(np.float32) if n in names else v
+           for n, v in base.items()}
+    model_bytes = sum(v.nbytes for v in base.values())
+    budget = model_bytes // 10
+    start = time.perf_counter()
+    contents = posthoc.topk_delta(base, new, names, budget)
+    select_s = time.perf_counter() - start
+    start = time.perf_counter()
+    data, _ = package.pack("topk", contents, base, budget_bytes=budget)
+    pack_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        model_file.save(path, base)
+        start = time.perf_counter()
+        model_file.apply_to_file(path, data)
+        apply_s = time.perf_counter() - start
+    return {"parameters": int(sum(v.size for v in base.values())), "model_mib": model_bytes / MIB,
+            "package_mib": len(data) / MIB, "topk_select_s": select_s, "pack_s": pack_s,
+            "apply_s": apply_s, "apply_mib_per_s": model_bytes / MIB / apply_s,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def _random_params(preset: str):
+    import jax
+    import numpy as np
+
+    from amnet import build
+    from amnet.transducer import Transducer
+    from experiments.configs import baseline, librispeech
+
+    config = (librispeech.get_config("full") if preset == "librispeech"
+              else baseline.get_config(preset))
+    vocab = config.data.get("vocab_size") or 29
+    model = Transducer(build.model_config(config, vocab))
+    frames = 4
+    return jax.device_get(model.init(
+        jax.random.key(0), np.zeros((1, frames, model.config.input_dim), np.float32),
+        np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"])
+
+
+CASES = {"train_step_jax": case_train_step_jax, "train_step_torch": case_train_step_torch,
+         "loss": case_loss, "pipeline": case_pipeline, "streaming": case_streaming,
+         "diff": case_diff}
+
+
+# -- the runner ---------------------------------------------------------------------------
+
+def run_case(name: str, env: dict | None = None, **kwargs) -> dict:
+    """One case in a fresh process; its JSON result (or the error it died with)."""
+    command = [sys.executable, "-m", "benchmarks.run", f"--case={name}",
+               f"--args={json.dumps(kwargs)}"]
+    out = subprocess.run(command, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        return {"error": f"exit {out.returncode}: {out.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(lines[-1])
+
+
+def machine() -> dict:
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory, 1),
+            "python": platform.python_version(), "jax": jax.__version__, "torch": torch_version,
+            "backend": jax.default_backend()}
+
+
+def sizes(quick: bool) -> dict:
+    if quick:
+        return {"batch": 8, "steps": 3, "loss": dict(b=4, t=100, u=30, v=256, h=128, repeats=2),
+                "batches": 10, "utterances": 2, "frames": 100, "diff": ("small",)}
+    return {"batch": 32, "steps": 5, "loss": dict(b=8, t=200, u=50, v=512, h=256, repeats=3),
+            "batches": 40, "utterances": 6, "frames": 200, "diff": ("small", "librispeech")}
+
+
+def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> dict:
+    s = sizes(quick)
+    results: dict = {"machine": machine(), "quick": quick,
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    for section in sections:
+        print(f"-- {section}", flush=True)
+        if section == "train_step":
+            results[section] = {
+                "jax": run_case("train_step_jax", batch=s["batch"], steps=s["steps"]),
+                "torch_eager": run_case("train_step_torch", batch=s["batch"], steps=s["steps"]),
+                "torch_compile": run_case("train_step_torch", batch=s["batch"],
+                                          steps=s["steps"], compile=True)}
+        elif section == "loss":
+            results[section] = {"shape": s["loss"], **{
+                v: run_case("loss", variant=v, **s["loss"])
+                for v in ("jax_naive", "jax_fused", "torch")}}
+        elif section == "pipeline":
+            train = (results.get("train_step", {}).get("jax")
+                     or run_case("train_step_jax", batch=s["batch"], steps=s["steps"]))
+            results[section] = {**run_case("pipeline", batch=s["batch"], batches=s["batches"],
+                                           data_dir=data_dir),
+                                "train_step_utterances_per_s": train.get("utterances_per_s")}
+        elif section == "streaming":
+            results[section] = run_case("streaming", env={"XLA_FLAGS": SINGLE_THREAD},
+                                        utterances=s["utterances"], frames=s["frames"])
+        elif section == "diff":
+            results[section] = {p: run_case("diff", preset=p) for p in s["diff"]}
+        else:
+            raise app.UsageError(f"unknown section {section!r}; choose from {SECTIONS}")
+    return results
+
+
+def _fmt(x, spec=".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(r: dict) -> tuple[str, dict]:
+    """The markdown tables and the targets (met or not) of a results dict."""
+    lines, targets = [], {}
+    m = r["machine"]
+    lines.append(f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; JAX {m['jax']}, "
+                 f"PyTorch {m['torch']}; {'quick' if r['quick'] else 'full'} run, {r['date']}")
+    if "train_step" in r:
+        t = r["train_step"]
+        lines += ["", "| train step (small, dense) | ms/step | utterances/s | compile s | "
+                  "peak RSS MiB | JAX speed vs it |", "|---|---:|---:|---:|---:|---:|"]
+        jax_rate = t["jax"].get("utterances_per_s")
+        for name, v in t.items():
+            if "error" in v:
+                lines.append(f"| {name} | failed: {v['error']} | | | | |")
+                continue
+            lines.append(f"| {name} | {1e3 * v['step_s']:.0f} | {v['utterances_per_s']:.1f} | "
+                         f"{v['compile_s']:.1f} | {v['peak_rss_mib']:.0f} | "
+                         f"{jax_rate / v['utterances_per_s']:.2f}x |")
+        torch_rates = [v["utterances_per_s"] for k, v in t.items()
+                       if k != "jax" and "error" not in v]
+        if jax_rate and torch_rates:
+            targets["train_step: JAX >= 1.0x the faster PyTorch"] = (
+                jax_rate / max(torch_rates), jax_rate >= max(torch_rates))
+    if "loss" in r:
+        lo = r["loss"]
+        naive = lo["jax_naive"].get("seconds")
+        lines += ["", f"| RNN-T loss + grad {lo['shape']} | s | peak RSS - before (MiB) | "
+                  "XLA temp MiB | time vs JAX naive |", "|---|---:|---:|---:|---:|"]
+        for name in ("jax_naive", "jax_fused", "torch"):
+            v = lo[name]
+            if "error" in v:
+                lines.append(f"| {name} | failed: {v['error']} | | | |")
+                continue
+            lines.append(f"| {name} | {v['seconds']:.3f} | "
+                         f"{v['peak_rss_mib'] - v['rss_before_mib']:.0f} | "
+                         f"{_fmt(v.get('xla_temp_mib'))} | {v['seconds'] / naive:.2f}x |")
+    if "pipeline" in r:
+        p = r["pipeline"]
+        step = p.get("train_step_utterances_per_s")
+        lines += ["", f"| input pipeline ({p.get('corpus')}) | utterances/s | vs train step |",
+                  "|---|---:|---:|"]
+        for name in ("grain", "grain+features"):
+            if name in p:
+                ratio = _fmt(step and p[name] / step, ".1f")
+                lines.append(f"| {name} | {p[name]:.0f} | {ratio}x |")
+        if step:
+            lines.append(f"| JAX train step | {step:.1f} | 1.0x |")
+            if "grain+features" in p:
+                ratio = p["grain+features"] / step
+                targets["pipeline: >= 3x the train step"] = (ratio, ratio >= 3)
+    if "streaming" in r:
+        st = r["streaming"]
+        if "error" in st:
+            lines += ["", f"streaming failed: {st['error']}"]
+        else:
+            dense = st["dense"]
+            lines += ["", "| streaming, batch 1, one core | ms/frame (30 ms) | RTF |",
+                      "|---|---:|---:|"]
+            for name in ("dense", "amnet_branch_0", "amnet_branch_1"):
+                lines.append(f"| {name} | {st[name]['ms_per_frame']:.3f} | "
+                             f"{st[name]['rtf']:.4f} |")
+            targets["streaming: RTF <= 0.05 (small dense, one core)"] = (
+                dense["rtf"], dense["rtf"] <= 0.05)
+            c0, c1 = st["counted_mflops"]
+            counted = 1 - c1 / c0
+            measured = 1 - st["amnet_branch_1"]["ms_per_frame"] / st["amnet_branch_0"][
+                "ms_per_frame"]
+            lines.append(f"\nAmNet low-rank branch vs dense branch: counted saving "
+                         f"{100 * counted:.1f}% ({c1:.2f} vs {c0:.2f} MFLOPs), measured "
+                         f"{100 * measured:.1f}% -> measured / counted {measured / counted:.2f}")
+            targets["streaming: AmNet measured >= 0.7 x counted saving"] = (
+                measured / counted, measured / counted >= 0.7)
+    if "diff" in r:
+        lines += ["", "| neural diff (top-k, 10% budget) | parameters | model MiB | package MiB "
+                  "| top-k s | pack s | apply s | apply MiB/s |", "|---|---:|---:|---:|---:|---:|"
+                  "---:|---:|"]
+        for preset, v in r["diff"].items():
+            if "error" in v:
+                lines.append(f"| {preset} | failed: {v['error']} |")
+                continue
+            lines.append(f"| {preset} | {v['parameters']:,} | {v['model_mib']:.1f} | "
+                         f"{v['package_mib']:.2f} | {v['topk_select_s']:.2f} | {v['pack_s']:.2f} "
+                         f"| {v['apply_s']:.2f} | {v['apply_mib_per_s']:.0f} |")
+    if targets:
+        lines += ["", "| target | measured | met |", "|---|---:|---|"]
+        for name, (value, met) in targets.items():
+            lines.append(f"| {name} | {value:.3f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines), {k: {"measured": v, "met": bool(m)} for k, (v, m) in targets.items()}
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CASE.value:
+        if _CASE.value not in CASES:
+            raise app.UsageError(f"unknown case {_CASE.value!r}")
+        print(json.dumps(CASES[_CASE.value](**json.loads(_ARGS.value))))
+        return
+    unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
+    if unknown:
+        raise app.UsageError(f"unknown sections {unknown}; choose from {SECTIONS}")
+    start = time.perf_counter()
+    results = run_sections(_SECTIONS.value, _QUICK.value, _DATA_DIR.value)
+    table, targets = report(results)
+    results["targets"] = targets
+    results["seconds"] = time.perf_counter() - start
+    Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
+    Path(_OUT.value).write_text(json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(f"\nwrote {_OUT.value} ({results['seconds'] / 60:.1f} minutes)")
+
+
+if __name__ == "__main__":
+    app.run(main)
