@@ -3,7 +3,8 @@
 Gates (order i, f, g, o), with x_t `[B, D]` and carry (h, c):
   z = x_t W_x + h W_h + b;  c' = sigmoid(f) * c + sigmoid(i) * tanh(g);  h' = sigmoid(o) * tanh(c')
 and, with a projection (LSTMP), h' <- h' W_p. The input product x W_x of a whole sequence is
-hoisted out of the time loop (one large matmul); the recurrence runs in `lax.scan`. Frames
+hoisted out of the time loop (one large matmul); the recurrence runs in `lax.scan`, with the
+hand-written backward pass of `amnet.lstm_recurrence` for float32 dense/sparse kernels. Frames
 past an utterance's length leave the carry unchanged and output zeros, so the final carry is
 the state after the last real frame (what a streaming session continues from).
 
@@ -21,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from amnet import lstm_recurrence
 from amnet.flops import LinearSpec
 
 Carry = tuple[jax.Array, jax.Array]  # (h [B, P], c [B, H])
@@ -80,6 +82,16 @@ def layer_step(weights: LayerWeights, x_t: jax.Array, carry: Carry) -> Carry:
     return lstm_cell(gates_x, carry, weights.recurrent_kernel, weights.projection)
 
 
+# Off: autodiff of the plain scan everywhere (benchmarks/run.py measures both side by side).
+HAND_WRITTEN_BACKWARD = True
+
+
+def _hand_written_backward(recurrent: Weight, projection: Weight | None) -> bool:
+    """Whether `amnet.lstm_recurrence` applies: float32 kernels stored as one matrix."""
+    return HAND_WRITTEN_BACKWARD and all(isinstance(w, jax.Array) and w.dtype == jnp.float32
+               for w in (recurrent, projection) if w is not None)
+
+
 class LSTM(nn.Module):
     """One LSTM layer `[B, T, input_dim]` -> `[B, T, output_dim]`, optionally projected."""
 
@@ -133,6 +145,10 @@ class LSTM(nn.Module):
         gates_x = self.input_gates(x).swapaxes(0, 1)  # [T, B, 4H]
         valid = (jnp.arange(frames)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
         recurrent, projection = self.recurrent_weights()
+        if _hand_written_backward(recurrent, projection):
+            outputs, carry = lstm_recurrence.recurrence(gates_x, valid.astype(gates_x.dtype),
+                                                        carry, recurrent, projection)
+            return outputs.swapaxes(0, 1), carry
 
         def step(carry, inputs):
             gates_t, valid_t = inputs

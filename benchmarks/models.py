@@ -8,6 +8,7 @@ import numpy as np
 from amnet import build
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
+from experiments.configs import baseline
 
 
 def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
@@ -19,3 +20,21 @@ def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
     params = model.init(jax.random.key(0), np.zeros((1, frames, model.config.input_dim)),
                         np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"]
     return model, params
+
+
+def small_config(batch: int):
+    """The `small` baseline config at `batch` utterances per step."""
+    config = baseline.get_config("small")
+    config.train.global_batch_size = batch
+    return config
+
+
+def synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
+    """Full-length noise audio and full-length random transcripts of the first bucket."""
+    rng = np.random.default_rng(0)
+    samples, tokens = config.data.buckets[0]
+    return {"audio": rng.integers(-3000, 3000, (batch, samples)).astype(np.int16),
+            "audio_lengths": np.full(batch, samples, np.int32),
+            "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
+            "token_lengths": np.full(batch, tokens, np.int32),
+            "weights": np.ones(batch, np.float32)}

@@ -10,8 +10,10 @@ absolute times. Sections:
 
   train_step  the same dense RNN-T step (preset `small`: 3x256 LSTM, same batch of the first
               length bucket) in JAX (the project's jitted step: frontend + SpecAugment + fused
-              loss + AdamW) vs PyTorch eager and `torch.compile` (model compiled, loss eager;
-              features precomputed, which favours PyTorch). Target: JAX >= 1.0x the faster one.
+              loss + AdamW; also with autodiff's LSTM backward instead of
+              `amnet.lstm_recurrence`, the before/after of that fix) vs PyTorch eager and
+              `torch.compile` (model compiled, loss eager; features precomputed, which favours
+              PyTorch). Target: JAX >= 1.0x the faster PyTorch variant.
   loss        RNN-T loss + gradient: JAX materialized (naive) vs fused vs the plain-torch loss.
   pipeline    the grain pipeline's utterances/s (alone, and with host log-mel features) vs the
               JAX train step's consumption at the same batch. Target: >= 3x.
@@ -37,6 +39,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from absl import app, flags
+
+from benchmarks import models
 
 SECTIONS = ("train_step", "loss", "pipeline", "streaming", "diff")
 MIB = 1 << 20
@@ -69,36 +73,14 @@ def _timed(fn: Callable[[], object], repeats: int) -> float:
 
 # -- cases (each runs in a fresh process) ---------------------------------------------------
 
-def _small_config(batch: int):
-    from experiments.configs import baseline
-
-    config = baseline.get_config("small")
-    config.train.global_batch_size = batch
-    return config
-
-
-def _synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
-    """Full-length noise audio and full-length random transcripts of the first bucket."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    samples, tokens = config.data.buckets[0]
-    return {"audio": rng.integers(-3000, 3000, (batch, samples)).astype(np.int16),
-            "audio_lengths": np.full(batch, samples, np.int32),
-            "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
-            "token_lengths": np.full(batch, tokens, np.int32),
-            "weights": np.ones(batch, np.float32)}
-
-
-def case_train_step_jax(batch: int, steps: int, unroll: int | None = None) -> dict:
+def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True) -> dict:
     import jax
 
-    from amnet import build, optim, train_step
+    from amnet import build, lstm, optim, train_step
     from amnet.transducer import Transducer
 
-    config = _small_config(batch)
-    if unroll is not None:
-        config.model.scan_unroll = unroll
+    lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
+    config = models.small_config(batch)
     front, augment = build.frontend_configs(config)
     model = Transducer(build.model_config(config, 29))
     optimizer = optim.make_optimizer(config.optimizer, 1000)
@@ -106,7 +88,7 @@ def case_train_step_jax(batch: int, steps: int, unroll: int | None = None) -> di
     state = train_step.create_train_state(model, optimizer, tuple(config.data.buckets[0]), front,
                                           config.seed, mesh)
     step = train_step.make_train_step(model, optimizer, mesh, front, augment)
-    data = train_step.global_batch(_synthetic_batch(config, batch), mesh)
+    data = train_step.global_batch(models.synthetic_batch(config, batch), mesh)
     rss_before = _peak_rss_mib()
     start = time.perf_counter()
     holder = {"state": state}
@@ -130,9 +112,9 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict
     from experiments.torch_baselines.model import TorchTransducer
     from experiments.torch_baselines.rnnt_loss import rnnt_loss
 
-    config = _small_config(batch)
+    config = models.small_config(batch)
     front, _ = build.frontend_configs(config)
-    data = _synthetic_batch(config, batch)
+    data = models.synthetic_batch(config, batch)
     features, lengths = jax.jit(lambda a, n: frontend.featurize(a, n, front))(
         data["audio"], data["audio_lengths"])
     feats = torch.from_numpy(jax.device_get(features).copy())
@@ -229,7 +211,7 @@ def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
     from amnet.data import input_pipeline, spoken_commands
     from amnet.text import CharTokenizer
 
-    config = _small_config(batch)
+    config = models.small_config(batch)
     if data_dir and input_pipeline.prepared_dir("spoken_commands/small_g0", data_dir):
         config.data.data_dir, corpus = data_dir, "small_g0"
     else:
@@ -408,6 +390,8 @@ def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> 
         if section == "train_step":
             results[section] = {
                 "jax": run_case("train_step_jax", batch=s["batch"], steps=s["steps"]),
+                "jax_autodiff_lstm": run_case("train_step_jax", batch=s["batch"],
+                                              steps=s["steps"], hand_written_backward=False),
                 "torch_eager": run_case("train_step_torch", batch=s["batch"], steps=s["steps"]),
                 "torch_compile": run_case("train_step_torch", batch=s["batch"],
                                           steps=s["steps"], compile=True)}
@@ -454,7 +438,7 @@ def report(r: dict) -> tuple[str, dict]:
                          f"{v['compile_s']:.1f} | {v['peak_rss_mib']:.0f} | "
                          f"{jax_rate / v['utterances_per_s']:.2f}x |")
         torch_rates = [v["utterances_per_s"] for k, v in t.items()
-                       if k != "jax" and "error" not in v]
+                       if k.startswith("torch") and "error" not in v]
         if jax_rate and torch_rates:
             targets["train_step: JAX >= 1.0x the faster PyTorch"] = (
                 jax_rate / max(torch_rates), jax_rate >= max(torch_rates))

@@ -48,6 +48,40 @@ def test_lstm_steps_equal_the_sequence_and_stop_at_length(projection):
     assert outputs.shape == (2, 7, projection or 8)
 
 
+@pytest.mark.parametrize("projection", [None, 5])
+def test_hand_written_lstm_backward_equals_autodiff_of_the_scan(projection, monkeypatch):
+    """`amnet.lstm_recurrence`: same outputs, final carry and gradients (inputs, kernels,
+    initial carry) as autodiff of the plain scan, with padded frames and a projection."""
+    from amnet import lstm
+
+    stack = LSTMStack(6, 8, 2, projection)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 9, 6)), jnp.float32)
+    lengths = jnp.array([9, 4, 1])
+    weights = jnp.asarray(rng.normal(size=(3, 9, projection or 8)), jnp.float32)
+    params = stack.init(jax.random.key(0), x, lengths)["params"]
+
+    def loss(params, x):
+        out, carries = stack.apply({"params": params}, x, lengths)
+        h, c = carries[-1]
+        return jnp.sum(out * weights) + jnp.sum(h ** 2) + jnp.sum(jnp.sin(c))
+
+    calls = []
+    recurrence = lstm.lstm_recurrence.recurrence
+    monkeypatch.setattr(lstm.lstm_recurrence, "recurrence",
+                        lambda *a: calls.append(1) or recurrence(*a))
+    results = {}
+    for hand_written in (True, False):
+        monkeypatch.setattr(lstm, "HAND_WRITTEN_BACKWARD", hand_written)
+        results[hand_written] = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+    assert len(calls) == 2  # both layers took the hand-written path, once
+    (value, grads), (ref_value, ref_grads) = results[True], results[False]
+    assert value == pytest.approx(float(ref_value), rel=1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads),
+                            jax.tree.leaves(ref_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(path))
+
+
 def test_streaming_encoder_equals_whole_utterance():
     model = Transducer(SMALL)
     features, lengths, targets, target_lengths = _batch()
