@@ -2,6 +2,7 @@ r"""The benchmark suite: every measurement side by side in one run, a table and 
 
     python -m benchmarks.run [--quick] [--sections=train_step,loss,pipeline,streaming,diff]
         [--out=benchmarks/results.json] [--data_dir=data]
+    (sections: train_step, loss, pipeline, streaming, diff, scaling)
 
 Each measurement runs in its own fresh process (`--case`), one after another, so that peak
 memory (the process's max RSS) and thread settings are its own; times are medians over
@@ -22,6 +23,8 @@ absolute times. Sections:
               to each branch: measured vs counted saving. Random weights (no run needed).
   diff        neural diff: pack (top-k 10% budget) and apply (verify + apply + write) of the
               small and the paper-size (LibriSpeech 5x1024/640) model, MB/s of model file.
+  scaling     the JAX step against batch size (first bucket) and against utterance length
+              (the three buckets, batch 16).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from absl import app, flags
 
 from benchmarks import models
 
-SECTIONS = ("train_step", "loss", "pipeline", "streaming", "diff")
+SECTIONS = ("train_step", "loss", "pipeline", "streaming", "diff", "scaling")
 MIB = 1 << 20
 SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -73,7 +76,8 @@ def _timed(fn: Callable[[], object], repeats: int) -> float:
 
 # -- cases (each runs in a fresh process) ---------------------------------------------------
 
-def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True) -> dict:
+def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True,
+                        bucket: int = 0) -> dict:
     import jax
 
     from amnet import build, lstm, optim, train_step
@@ -81,6 +85,8 @@ def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = Tr
 
     lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
     config = models.small_config(batch)
+    buckets = [tuple(b) for b in config.data.buckets]
+    config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
     front, augment = build.frontend_configs(config)
     model = Transducer(build.model_config(config, 29))
     optimizer = optim.make_optimizer(config.optimizer, 1000)
@@ -376,9 +382,11 @@ def machine() -> dict:
 def sizes(quick: bool) -> dict:
     if quick:
         return {"batch": 8, "steps": 3, "loss": dict(b=4, t=100, u=30, v=256, h=128, repeats=2),
-                "batches": 10, "utterances": 2, "frames": 100, "diff": ("small",)}
+                "batches": 10, "utterances": 2, "frames": 100, "diff": ("small",),
+                "scaling_batches": (4, 8)}
     return {"batch": 32, "steps": 5, "loss": dict(b=8, t=200, u=50, v=512, h=256, repeats=3),
-            "batches": 40, "utterances": 6, "frames": 200, "diff": ("small", "librispeech")}
+            "batches": 40, "utterances": 6, "frames": 200, "diff": ("small", "librispeech"),
+            "scaling_batches": (8, 16, 32, 64)}
 
 
 def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> dict:
@@ -410,6 +418,12 @@ def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> 
                                         utterances=s["utterances"], frames=s["frames"])
         elif section == "diff":
             results[section] = {p: run_case("diff", preset=p) for p in s["diff"]}
+        elif section == "scaling":
+            results[section] = {
+                "batch": {b: run_case("train_step_jax", batch=b, steps=s["steps"])
+                          for b in s["scaling_batches"]},
+                "bucket": {k: run_case("train_step_jax", batch=16, steps=s["steps"], bucket=k)
+                           for k in range(3)}}
         else:
             raise app.UsageError(f"unknown section {section!r}; choose from {SECTIONS}")
     return results
@@ -502,6 +516,22 @@ def report(r: dict) -> tuple[str, dict]:
             lines.append(f"| {preset} | {v['parameters']:,} | {v['model_mib']:.1f} | "
                          f"{v['package_mib']:.2f} | {v['topk_select_s']:.2f} | {v['pack_s']:.2f} "
                          f"| {v['apply_s']:.2f} | {v['apply_mib_per_s']:.0f} |")
+    if "scaling" in r:
+        from experiments.configs import baseline
+
+        buckets = baseline.get_config("small").data.buckets
+        lines += ["", "| JAX train step scaling (small) | batch | frames | ms/step | "
+                  "utterances/s | ms per utterance-frame x1000 |", "|---|---:|---:|---:|---:|---:|"]
+        rows = [("batch", b, buckets[0][0], v) for b, v in r["scaling"]["batch"].items()]
+        rows += [("length", 16, buckets[int(k)][0], v) for k, v in r["scaling"]["bucket"].items()]
+        for kind, batch, samples, v in rows:
+            if "error" in v:
+                lines.append(f"| {kind} | {batch} | failed: {v['error']} | | | |")
+                continue
+            frames = samples // 160 // 3
+            lines.append(f"| {kind} | {batch} | {frames} | {1e3 * v['step_s']:.0f} | "
+                         f"{v['utterances_per_s']:.1f} | "
+                         f"{1e6 * v['step_s'] / (int(batch) * frames):.1f} |")
     if targets:
         lines += ["", "| target | measured | met |", "|---|---:|---|"]
         for name, (value, met) in targets.items():

@@ -56,6 +56,40 @@ def density_schedule(final_density: float, begin_step: int, end_step: int,
                                      transition_begin=begin_step)
 
 
+class Ranking:
+    """The entries of several tensors ranked by score, highest first, ties by tensor name and
+    then position: the masks of the top k for any k without ranking again (fitting a budget
+    tries many k). With `limit`, only the entries scoring at least the limit-th largest score
+    are sorted (all of them: ties at that score included); a larger k sorts everything then."""
+
+    def __init__(self, scores: dict[str, np.ndarray], limit: int | None = None):
+        self.shapes = {n: np.shape(scores[n]) for n in sorted(scores)}
+        self._flat = -np.concatenate([np.ravel(scores[n]) for n in self.shapes])
+        self.size = self._flat.size
+        if limit is not None and 0 < limit < self.size:
+            threshold = np.partition(self._flat, limit - 1)[limit - 1]
+            self.order = self._sorted(np.flatnonzero(self._flat <= threshold))
+        else:
+            self.order = self._sorted(np.arange(self.size))
+
+    def _sorted(self, positions: np.ndarray) -> np.ndarray:
+        return positions[np.argsort(self._flat[positions], kind="stable")]
+
+    def masks(self, keep: int) -> dict[str, np.ndarray]:
+        if not 0 <= keep <= self.size:
+            raise ValueError(f"cannot keep {keep} of {self.size} entries")
+        if keep > self.order.size:
+            self.order = self._sorted(np.arange(self.size))
+        chosen = np.zeros(self.size, bool)
+        chosen[self.order[:keep]] = True
+        masks, start = {}, 0
+        for name, shape in self.shapes.items():
+            count = int(np.prod(shape))
+            masks[name] = chosen[start:start + count].reshape(shape)
+            start += count
+        return masks
+
+
 def top_k_masks(scores: dict[str, np.ndarray], keep: int, scope: str = "global",
                 ) -> dict[str, np.ndarray]:
     """Boolean masks keeping the `keep` largest scores, over all tensors (`global`) or the same
@@ -67,15 +101,7 @@ def top_k_masks(scores: dict[str, np.ndarray], keep: int, scope: str = "global",
     if not 0 <= keep <= total:
         raise ValueError(f"cannot keep {keep} of {total} entries")
     if scope == "global":
-        flat = np.concatenate([s.ravel() for s in scores.values()])
-        chosen = np.zeros(flat.size, bool)
-        if keep:
-            chosen[np.argpartition(-flat, keep - 1)[:keep]] = True
-        masks, start = {}, 0
-        for name, s in scores.items():
-            masks[name] = chosen[start:start + s.size].reshape(s.shape)
-            start += s.size
-        return masks
+        return Ranking(scores).masks(keep)
     if scope == "per_tensor":
         masks = {}
         for name, s in scores.items():

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from neuraldiff import coding as coding_lib
 from neuraldiff import hashed, tree
 from neuraldiff import package as package_lib
 from neuraldiff.package import TensorUpdate
-from neuraldiff.sparse import top_k_masks
+from neuraldiff.sparse import Ranking, top_k_masks
 
 Flat = Mapping[str, np.ndarray]
 
@@ -62,15 +63,19 @@ def fit_sparse(scores: Flat, values: Flat, budget_bytes: int, coding: str, *,
                scope: str = "global") -> tuple[list[TensorUpdate], int]:
     """(updates, kept entries): the largest number of top-scoring entries whose package
     (with the `extra` updates) fits `budget_bytes`."""
+    total = sum(int(np.size(s)) for s in scores.values())
+    # Every kept entry costs at least its value's bytes: no k above this bound can fit.
+    upper = min(total, budget_bytes // coding_lib.value_bytes(coding))
+    ranking = Ranking(scores, limit=upper) if scope == "global" else None
+
     def updates(k: int) -> list[TensorUpdate]:
-        return sparse_updates(values, top_k_masks(dict(scores), k, scope), coding, op) + \
-            list(extra)
+        masks = ranking.masks(k) if ranking else top_k_masks(dict(scores), k, scope)
+        return sparse_updates(values, masks, coding, op) + list(extra)
 
     def size_of(k: int) -> int:
         return package_lib.encoded_size(method, updates(k), budget_bytes=budget_bytes)
 
-    total = sum(int(np.size(s)) for s in scores.values())
-    keep = fit_count(size_of, budget_bytes, total)
+    keep = fit_count(size_of, budget_bytes, upper)
     return updates(keep), keep
 
 

@@ -55,7 +55,9 @@ def test_entry_points_define_their_flags_once():
     """`make demo` imports the comparison; absl refuses a flag defined twice (at import)."""
     for module in ("experiments.demo", "experiments.amnet_paper", "benchmarks.amnet_streaming",
                    "experiments.neuraldiff_generations", "neuraldiff.cli",
-                   "benchmarks.train_step_backends", "launch.tpu_vm", "launch.slurm"):
+                   "benchmarks.train_step_backends", "launch.tpu_vm", "launch.slurm",
+                   "experiments.sweep", "experiments.compare", "experiments.torch_baselines.train",
+                   "benchmarks.run", "benchmarks.profile"):
         out = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=_env(),
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]

@@ -1,0 +1,27 @@
+"""The benchmark runner's plumbing (`benchmarks/run.py`): a case runs in its own process and
+reports, and targets are judged from the measured numbers (no timing is asserted)."""
+
+from benchmarks import run
+
+
+def test_a_case_runs_in_a_fresh_process_and_reports():
+    result = run.run_case("diff", preset="tiny")
+    assert "error" not in result, result
+    assert result["package_mib"] <= 0.1 * result["model_mib"] + 0.01
+    assert result["apply_s"] > 0 and result["parameters"] > 0
+    assert "error" in run.run_case("diff", preset="no_such_preset")
+
+
+def test_targets_follow_the_measurements():
+    step = {"step_s": 1.0, "utterances_per_s": 32.0, "compile_s": 1.0, "peak_rss_mib": 1.0}
+    results = {"machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "jax": "0", "torch": "0"},
+               "quick": True, "date": "today",
+               "train_step": {"jax": step, "torch_eager": {**step, "utterances_per_s": 40.0},
+                              "torch_compile": {"error": "no compiler"}},
+               "pipeline": {"corpus": "c", "grain": 500.0, "grain+features": 100.0,
+                            "train_step_utterances_per_s": 32.0}}
+    table, targets = run.report(results)
+    assert targets["train_step: JAX >= 1.0x the faster PyTorch"] == {"measured": 0.8,
+                                                                    "met": False}
+    assert targets["pipeline: >= 3x the train step"]["met"] is True
+    assert "| torch_compile | failed: no compiler |" in table
