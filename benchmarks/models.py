@@ -38,3 +38,28 @@ def synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
             "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
             "token_lengths": np.full(batch, tokens, np.int32),
             "weights": np.ones(batch, np.float32)}
+
+
+class SmallTrainStep:
+    """The project's jitted train step of the `small` dense RNN-T on one synthetic batch of
+    `batch` utterances of length bucket `bucket`; `run()` takes one step and waits for it."""
+
+    def __init__(self, batch: int, bucket: int = 0):
+        from amnet import optim, train_step
+
+        config = small_config(batch)
+        buckets = [tuple(b) for b in config.data.buckets]
+        config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
+        self.config = config
+        self.front, augment = build.frontend_configs(config)
+        self.model = Transducer(build.model_config(config, 29))
+        optimizer = optim.make_optimizer(config.optimizer, 1000)
+        mesh = train_step.make_mesh(1)
+        self.state = train_step.create_train_state(self.model, optimizer, buckets[bucket],
+                                                   self.front, config.seed, mesh)
+        self.step = train_step.make_train_step(self.model, optimizer, mesh, self.front, augment)
+        self.batch = train_step.global_batch(synthetic_batch(config, batch), mesh)
+
+    def run(self) -> jax.Array:
+        self.state, metrics = self.step(self.state, self.batch)
+        return jax.block_until_ready(metrics["loss"])

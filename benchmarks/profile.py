@@ -2,6 +2,7 @@ r"""Profiles of the train step and the streaming loop (jax.profiler), summarized
 
     python -m benchmarks.profile --target=train_step [--batch=32 --steps=5] --out=runs/profile
     python -m benchmarks.profile --target=streaming [--frames=200] --out=runs/profile
+    python -m benchmarks.profile --target=parts [--batch=32]     # the step's pieces, timed apart
 
 Writes a TensorBoard/Perfetto trace under `--out` (open it with TensorBoard's profile plugin or
 ui.perfetto.dev) and prints the events that took the most time in total: XLA's compiled ops
@@ -22,7 +23,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-_TARGET = flags.DEFINE_enum("target", "train_step", ["train_step", "streaming"], "What to profile.")
+_TARGET = flags.DEFINE_enum("target", "train_step", ["train_step", "parts", "streaming"],
+                            "What to profile (`parts`: the train step's pieces timed apart).")
 _BATCH = flags.DEFINE_integer("batch", 32, "train_step: utterances per step.")
 _STEPS = flags.DEFINE_integer("steps", 5, "train_step: profiled steps.")
 _FRAMES = flags.DEFINE_integer("frames", 200, "streaming: frames of the profiled utterance.")
@@ -54,27 +56,69 @@ def summarize(trace_dir: Path, top: int) -> tuple[float, list[tuple[str, float, 
 
 
 def profile_train_step(out: Path) -> float:
-    from amnet import build, optim, train_step
-    from amnet.transducer import Transducer
     from benchmarks import models
 
-    config = models.small_config(_BATCH.value)
-    front, augment = build.frontend_configs(config)
-    model = Transducer(build.model_config(config, 29))
-    optimizer = optim.make_optimizer(config.optimizer, 1000)
-    mesh = train_step.make_mesh(1)
-    state = train_step.create_train_state(model, optimizer, tuple(config.data.buckets[0]), front,
-                                          config.seed, mesh)
-    step = train_step.make_train_step(model, optimizer, mesh, front, augment)
-    batch = train_step.global_batch(models.synthetic_batch(config, _BATCH.value), mesh)
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics["loss"])
+    bench = models.SmallTrainStep(_BATCH.value)
+    bench.run()
     start = time.perf_counter()
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
         for _ in range(_STEPS.value):
-            state, metrics = step(state, batch)
-            jax.block_until_ready(metrics["loss"])
+            bench.run()
     return (time.perf_counter() - start) / _STEPS.value
+
+
+def train_step_parts() -> dict[str, float]:
+    """Median ms of the small train step and of its pieces, each jitted alone on the same
+    batch: frontend, encoder (forward; forward + backward), prediction network (forward +
+    backward), fused loss (+ backward) and its lattice recursion alone."""
+    import statistics
+
+    import jax.numpy as jnp
+
+    from amnet import frontend, rnnt
+    from amnet.transducer import Transducer
+    from benchmarks import models
+
+    bench = models.SmallTrainStep(_BATCH.value)
+    model, front, batch, params = bench.model, bench.front, bench.batch, bench.state.params
+
+    def median_ms(fn, *args) -> float:
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times)
+
+    features, lengths = jax.jit(lambda a, n: frontend.featurize(a, n, front))(
+        batch["audio"], batch["audio_lengths"])
+    tokens, token_lengths = batch["tokens"], batch["token_lengths"]
+    encode = lambda p: model.apply({"params": p}, features, lengths,  # noqa: E731
+                                   method=Transducer.encode)[0]
+    predict = lambda p: model.apply({"params": p}, tokens, token_lengths,  # noqa: E731
+                                    method=Transducer.predict)
+    enc, pred = jax.jit(encode)(params), jax.jit(predict)(params)
+    loss = lambda e, q, w, b: rnnt.rnnt_loss_fused(  # noqa: E731
+        e, q, w, b, lengths, tokens, token_lengths).sum()
+    lattice = jnp.full((_BATCH.value, enc.shape[1], tokens.shape[1] + 1), -3.0)
+    return {
+        "whole step": median_ms(bench.run),
+        "frontend (log-mel, stack)": median_ms(
+            jax.jit(lambda a, n: frontend.featurize(a, n, front)), batch["audio"],
+            batch["audio_lengths"]),
+        "encoder forward": median_ms(jax.jit(encode), params),
+        "encoder forward + backward": median_ms(
+            jax.jit(jax.grad(lambda p: jnp.sum(encode(p)))), params),
+        "prediction network forward + backward": median_ms(
+            jax.jit(jax.grad(lambda p: jnp.sum(predict(p)))), params),
+        "fused loss forward + backward": median_ms(
+            jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), enc, pred, params["output_kernel"],
+            params["output_bias"]),
+        "  of which the lattice recursion": median_ms(
+            jax.jit(jax.grad(lambda b, e: rnnt.lattice_nll(b, e, lengths, token_lengths).sum(),
+                             argnums=(0, 1))), lattice, lattice),
+    }
 
 
 def profile_streaming(out: Path) -> float:
@@ -93,6 +137,12 @@ def profile_streaming(out: Path) -> float:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _TARGET.value == "parts":
+        print(f"| small train step, batch {_BATCH.value}, first bucket | ms (median of 5) |\n"
+              "|---|---:|")
+        for name, ms in train_step_parts().items():
+            print(f"| {name} | {ms:.0f} |")
+        return
     out = Path(_OUT.value) / _TARGET.value
     per_unit = (profile_train_step if _TARGET.value == "train_step" else profile_streaming)(out)
     unit = "step" if _TARGET.value == "train_step" else "frame"

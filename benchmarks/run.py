@@ -78,34 +78,15 @@ def _timed(fn: Callable[[], object], repeats: int) -> float:
 
 def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True,
                         bucket: int = 0) -> dict:
-    import jax
-
-    from amnet import build, lstm, optim, train_step
-    from amnet.transducer import Transducer
+    from amnet import lstm
 
     lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
-    config = models.small_config(batch)
-    buckets = [tuple(b) for b in config.data.buckets]
-    config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
-    front, augment = build.frontend_configs(config)
-    model = Transducer(build.model_config(config, 29))
-    optimizer = optim.make_optimizer(config.optimizer, 1000)
-    mesh = train_step.make_mesh(1)
-    state = train_step.create_train_state(model, optimizer, tuple(config.data.buckets[0]), front,
-                                          config.seed, mesh)
-    step = train_step.make_train_step(model, optimizer, mesh, front, augment)
-    data = train_step.global_batch(models.synthetic_batch(config, batch), mesh)
+    bench = models.SmallTrainStep(batch, bucket)
     rss_before = _peak_rss_mib()
     start = time.perf_counter()
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], data)
-        jax.block_until_ready(metrics["loss"])
-
-    run()
+    bench.run()
     compile_s = time.perf_counter() - start
-    seconds = _timed(run, steps)
+    seconds = _timed(bench.run, steps)
     return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
             "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before}
 
