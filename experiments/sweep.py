@@ -174,6 +174,9 @@ def run_config(run: Run, data_dir: str | None) -> ml_collections.ConfigDict:
 def status(run: Run, config: ml_collections.ConfigDict, run_dir: Path) -> str:
     """`new`, `unfinished` or `finished`; a finished run with another config is an error."""
     if (run_dir / results_io.METRICS).exists():
+        if not (run_dir / "config.json").exists():
+            raise SweepError(f"run {run.name}: {run_dir} holds results but no config.json (not "
+                             "a run of this sweep); move it away or rename the run")
         stored = json.loads((run_dir / "config.json").read_text())
         current = json.loads(config.to_json())
         for both in (stored, current):
@@ -191,7 +194,11 @@ def status(run: Run, config: ml_collections.ConfigDict, run_dir: Path) -> str:
 def run_locally(run: Run, config: ml_collections.ConfigDict, run_dir: Path,
                 state: str) -> dict:
     if run.framework == "torch":
-        from experiments.torch_baselines import train as torch_train
+        try:
+            from experiments.torch_baselines import train as torch_train
+        except ImportError as e:
+            raise SweepError(f"run {run.name} needs PyTorch, the optional extra `torch` "
+                             f"(pip install -e '.[torch]'): {e}") from None
 
         return torch_train.train_and_evaluate(config, str(run_dir),
                                               restart=state == "unfinished")
