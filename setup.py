@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8,<10",
+        "pytest-xdist>=3.6,<4",  # make test runs on both cores (-n 2)
         "hypothesis>=6.100,<7",
         "ruff>=0.6,<1",
         "librosa>=0.11,<2",  # independent reference for the log-mel frontend tests
