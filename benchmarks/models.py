@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from amnet import build
+from amnet import build, frontend
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline
@@ -44,10 +44,12 @@ class SmallTrainStep:
     """The project's jitted train step of the `small` dense RNN-T on one synthetic batch of
     `batch` utterances of length bucket `bucket`; `run()` takes one step and waits for it."""
 
-    def __init__(self, batch: int, bucket: int = 0):
+    def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None):
         from amnet import optim, train_step
 
         config = small_config(batch)
+        if loss_frames_per_chunk:
+            config.model.loss_frames_per_chunk = loss_frames_per_chunk
         buckets = [tuple(b) for b in config.data.buckets]
         config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
         self.config = config
@@ -59,6 +61,8 @@ class SmallTrainStep:
                                                    self.front, config.seed, mesh)
         self.step = train_step.make_train_step(self.model, optimizer, mesh, self.front, augment)
         self.batch = train_step.global_batch(synthetic_batch(config, batch), mesh)
+        samples = buckets[bucket][0]
+        self.frames = int(frontend.num_frames(samples, self.front)) // self.front.stack
 
     def run(self) -> jax.Array:
         self.state, metrics = self.step(self.state, self.batch)

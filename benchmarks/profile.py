@@ -3,6 +3,7 @@ r"""Profiles of the train step and the streaming loop (jax.profiler), summarized
     python -m benchmarks.profile --target=train_step [--batch=32 --steps=5] --out=runs/profile
     python -m benchmarks.profile --target=streaming [--frames=200] --out=runs/profile
     python -m benchmarks.profile --target=parts [--batch=32]     # the step's pieces, timed apart
+        [--autodiff_lstm] [--loss_frames_per_chunk=4]             # variants, for before/after
 
 Writes a TensorBoard/Perfetto trace under `--out` (open it with TensorBoard's profile plugin or
 ui.perfetto.dev) and prints the events that took the most time in total: XLA's compiled ops
@@ -29,6 +30,10 @@ _BATCH = flags.DEFINE_integer("batch", 32, "train_step: utterances per step.")
 _STEPS = flags.DEFINE_integer("steps", 5, "train_step: profiled steps.")
 _FRAMES = flags.DEFINE_integer("frames", 200, "streaming: frames of the profiled utterance.")
 _OUT = flags.DEFINE_string("out", "runs/profile", "Trace directory.")
+_AUTODIFF_LSTM = flags.DEFINE_bool("autodiff_lstm", False, "Autodiff's LSTM backward instead of "
+                                   "amnet.lstm_recurrence (the before of that fix).")
+_LOSS_CHUNK = flags.DEFINE_integer("loss_frames_per_chunk", None, "Override the config's "
+                                   "fused-loss chunk.")
 _TOP = flags.DEFINE_integer("top", 15, "Events to print.")
 
 
@@ -58,7 +63,8 @@ def summarize(trace_dir: Path, top: int) -> tuple[float, list[tuple[str, float, 
 def profile_train_step(out: Path) -> float:
     from benchmarks import models
 
-    bench = models.SmallTrainStep(_BATCH.value)
+    bench = models.SmallTrainStep(_BATCH.value,
+                                  loss_frames_per_chunk=_LOSS_CHUNK.value)
     bench.run()
     start = time.perf_counter()
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
@@ -79,7 +85,8 @@ def train_step_parts() -> dict[str, float]:
     from amnet.transducer import Transducer
     from benchmarks import models
 
-    bench = models.SmallTrainStep(_BATCH.value)
+    bench = models.SmallTrainStep(_BATCH.value,
+                                  loss_frames_per_chunk=_LOSS_CHUNK.value)
     model, front, batch = bench.model, bench.front, bench.batch
     params = jax.tree.map(jnp.copy, bench.state.params)  # the step donates its state
 
@@ -101,7 +108,8 @@ def train_step_parts() -> dict[str, float]:
                                     method=Transducer.predict)
     enc, pred = jax.jit(encode)(params), jax.jit(predict)(params)
     loss = lambda e, q, w, b: rnnt.rnnt_loss_fused(  # noqa: E731
-        e, q, w, b, lengths, tokens, token_lengths).sum()
+        e, q, w, b, lengths, tokens, token_lengths,
+        frames_per_chunk=model.config.loss_frames_per_chunk).sum()
     lattice = jnp.full((_BATCH.value, enc.shape[1], tokens.shape[1] + 1), -3.0)
     return {
         "whole step": median_ms(bench.run),
@@ -138,6 +146,9 @@ def profile_streaming(out: Path) -> float:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from amnet import lstm
+
+    lstm.HAND_WRITTEN_BACKWARD = not _AUTODIFF_LSTM.value
     if _TARGET.value == "parts":
         print(f"| small train step, batch {_BATCH.value}, first bucket | ms (median of 5) |\n"
               "|---|---:|")

@@ -88,7 +88,8 @@ def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = Tr
     compile_s = time.perf_counter() - start
     seconds = _timed(bench.run, steps)
     return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
-            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before}
+            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before, "batch": batch,
+            "frames": bench.frames}
 
 
 def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict:
@@ -414,24 +415,37 @@ def _fmt(x, spec=".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _table(header: Sequence[str], rows: Sequence[tuple[str, dict]],
+           cells: Callable[[dict], Sequence[str]]) -> list[str]:
+    """A markdown table: one row per (name, measurement); a failed case shows its error."""
+    lines = ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, v in rows:
+        body = ([f"failed: {v['error']}"] + [""] * (len(header) - 2) if "error" in v
+                else list(cells(v)))
+        lines.append("| " + " | ".join([str(name), *body]) + " |")
+    return lines
+
+
+def _train_step_cells(jax_rate: float | None):
+    def cells(v: dict) -> list[str]:
+        return [f"{1e3 * v['step_s']:.0f}", f"{v['utterances_per_s']:.1f}",
+                f"{v['compile_s']:.1f}", f"{v['peak_rss_mib']:.0f}",
+                f"{_fmt(jax_rate and jax_rate / v['utterances_per_s'], '.2f')}x"]
+    return cells
+
+
 def report(r: dict) -> tuple[str, dict]:
     """The markdown tables and the targets (met or not) of a results dict."""
-    lines, targets = [], {}
+    targets: dict[str, tuple[float, bool]] = {}
     m = r["machine"]
-    lines.append(f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; JAX {m['jax']}, "
-                 f"PyTorch {m['torch']}; {'quick' if r['quick'] else 'full'} run, {r['date']}")
+    lines = [f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; JAX {m['jax']}, "
+             f"PyTorch {m['torch']}; {'quick' if r['quick'] else 'full'} run, {r['date']}"]
     if "train_step" in r:
         t = r["train_step"]
-        lines += ["", "| train step (small, dense) | ms/step | utterances/s | compile s | "
-                  "peak RSS MiB | JAX speed vs it |", "|---|---:|---:|---:|---:|---:|"]
         jax_rate = t["jax"].get("utterances_per_s")
-        for name, v in t.items():
-            if "error" in v:
-                lines.append(f"| {name} | failed: {v['error']} | | | | |")
-                continue
-            lines.append(f"| {name} | {1e3 * v['step_s']:.0f} | {v['utterances_per_s']:.1f} | "
-                         f"{v['compile_s']:.1f} | {v['peak_rss_mib']:.0f} | "
-                         f"{jax_rate / v['utterances_per_s']:.2f}x |")
+        lines += _table(("train step (small, dense)", "ms/step", "utterances/s", "compile s",
+                         "peak RSS MiB", "JAX speed vs it"), list(t.items()),
+                        _train_step_cells(jax_rate))
         torch_rates = [v["utterances_per_s"] for k, v in t.items()
                        if k.startswith("torch") and "error" not in v]
         if jax_rate and torch_rates:
@@ -440,43 +454,32 @@ def report(r: dict) -> tuple[str, dict]:
     if "loss" in r:
         lo = r["loss"]
         naive = lo["jax_naive"].get("seconds")
-        lines += ["", f"| RNN-T loss + grad {lo['shape']} | s | peak RSS - before (MiB) | "
-                  "XLA temp MiB | time vs JAX naive |", "|---|---:|---:|---:|---:|"]
-        for name in ("jax_naive", "jax_fused", "torch"):
-            v = lo[name]
-            if "error" in v:
-                lines.append(f"| {name} | failed: {v['error']} | | | |")
-                continue
-            lines.append(f"| {name} | {v['seconds']:.3f} | "
-                         f"{v['peak_rss_mib'] - v['rss_before_mib']:.0f} | "
-                         f"{_fmt(v.get('xla_temp_mib'))} | {v['seconds'] / naive:.2f}x |")
+        lines += _table(
+            (f"RNN-T loss + grad {lo['shape']}", "s", "peak RSS - before (MiB)", "XLA temp MiB",
+             "time vs JAX naive"), [(n, lo[n]) for n in ("jax_naive", "jax_fused", "torch")],
+            lambda v: [f"{v['seconds']:.3f}", f"{v['peak_rss_mib'] - v['rss_before_mib']:.0f}",
+                       _fmt(v.get("xla_temp_mib")),
+                       f"{_fmt(naive and v['seconds'] / naive, '.2f')}x"])
     if "pipeline" in r:
         p = r["pipeline"]
         step = p.get("train_step_utterances_per_s")
-        lines += ["", f"| input pipeline ({p.get('corpus')}) | utterances/s | vs train step |",
-                  "|---|---:|---:|"]
-        for name in ("grain", "grain+features"):
-            if name in p:
-                ratio = _fmt(step and p[name] / step, ".1f")
-                lines.append(f"| {name} | {p[name]:.0f} | {ratio}x |")
-        if step:
-            lines.append(f"| JAX train step | {step:.1f} | 1.0x |")
-            if "grain+features" in p:
-                ratio = p["grain+features"] / step
-                targets["pipeline: >= 3x the train step"] = (ratio, ratio >= 3)
+        rates = [(n, {"rate": p[n]}) for n in ("grain", "grain+features") if n in p]
+        rates += [("JAX train step", {"rate": step})] if step else []
+        lines += _table((f"input pipeline ({p.get('corpus')})", "utterances/s", "vs train step"),
+                        [("failed", p)] if "error" in p else rates,
+                        lambda v: [f"{v['rate']:.1f}", f"{_fmt(step and v['rate'] / step)}x"])
+        if step and "grain+features" in p:
+            ratio = p["grain+features"] / step
+            targets["pipeline: >= 3x the train step"] = (ratio, ratio >= 3)
     if "streaming" in r:
         st = r["streaming"]
-        if "error" in st:
-            lines += ["", f"streaming failed: {st['error']}"]
-        else:
-            dense = st["dense"]
-            lines += ["", "| streaming, batch 1, one core | ms/frame (30 ms) | RTF |",
-                      "|---|---:|---:|"]
-            for name in ("dense", "amnet_branch_0", "amnet_branch_1"):
-                lines.append(f"| {name} | {st[name]['ms_per_frame']:.3f} | "
-                             f"{st[name]['rtf']:.4f} |")
+        names = ("dense", "amnet_branch_0", "amnet_branch_1")
+        lines += _table(("streaming, batch 1, one core", "ms/frame (30 ms)", "RTF"),
+                        [("streaming", st)] if "error" in st else [(n, st[n]) for n in names],
+                        lambda v: [f"{v['ms_per_frame']:.3f}", f"{v['rtf']:.4f}"])
+        if "error" not in st:
             targets["streaming: RTF <= 0.05 (small dense, one core)"] = (
-                dense["rtf"], dense["rtf"] <= 0.05)
+                st["dense"]["rtf"], st["dense"]["rtf"] <= 0.05)
             c0, c1 = st["counted_mflops"]
             counted = 1 - c1 / c0
             measured = 1 - st["amnet_branch_1"]["ms_per_frame"] / st["amnet_branch_0"][
@@ -487,32 +490,21 @@ def report(r: dict) -> tuple[str, dict]:
             targets["streaming: AmNet measured >= 0.7 x counted saving"] = (
                 measured / counted, measured / counted >= 0.7)
     if "diff" in r:
-        lines += ["", "| neural diff (top-k, 10% budget) | parameters | model MiB | package MiB "
-                  "| top-k s | pack s | apply s | apply MiB/s |", "|---|---:|---:|---:|---:|---:|"
-                  "---:|---:|"]
-        for preset, v in r["diff"].items():
-            if "error" in v:
-                lines.append(f"| {preset} | failed: {v['error']} |")
-                continue
-            lines.append(f"| {preset} | {v['parameters']:,} | {v['model_mib']:.1f} | "
-                         f"{v['package_mib']:.2f} | {v['topk_select_s']:.2f} | {v['pack_s']:.2f} "
-                         f"| {v['apply_s']:.2f} | {v['apply_mib_per_s']:.0f} |")
+        lines += _table(
+            ("neural diff (top-k, 10% budget)", "parameters", "model MiB", "package MiB",
+             "top-k s", "pack s", "apply s", "apply MiB/s"), list(r["diff"].items()),
+            lambda v: [f"{v['parameters']:,}", f"{v['model_mib']:.1f}", f"{v['package_mib']:.2f}",
+                       f"{v['topk_select_s']:.2f}", f"{v['pack_s']:.2f}", f"{v['apply_s']:.2f}",
+                       f"{v['apply_mib_per_s']:.0f}"])
     if "scaling" in r:
-        from experiments.configs import baseline
-
-        buckets = baseline.get_config("small").data.buckets
-        lines += ["", "| JAX train step scaling (small) | batch | frames | ms/step | "
-                  "utterances/s | ms per utterance-frame x1000 |", "|---|---:|---:|---:|---:|---:|"]
-        rows = [("batch", b, buckets[0][0], v) for b, v in r["scaling"]["batch"].items()]
-        rows += [("length", 16, buckets[int(k)][0], v) for k, v in r["scaling"]["bucket"].items()]
-        for kind, batch, samples, v in rows:
-            if "error" in v:
-                lines.append(f"| {kind} | {batch} | failed: {v['error']} | | | |")
-                continue
-            frames = samples // 160 // 3
-            lines.append(f"| {kind} | {batch} | {frames} | {1e3 * v['step_s']:.0f} | "
-                         f"{v['utterances_per_s']:.1f} | "
-                         f"{1e6 * v['step_s'] / (int(batch) * frames):.1f} |")
+        sc = r["scaling"]
+        rows = [(f"batch {b}", v) for b, v in sc["batch"].items()]
+        rows += [(f"bucket {k}, batch 16", v) for k, v in sc["bucket"].items()]
+        lines += _table(("JAX train step scaling (small)", "frames", "ms/step", "utterances/s",
+                         "us per utterance-frame"), rows,
+                        lambda v: [str(v["frames"]), f"{1e3 * v['step_s']:.0f}",
+                                   f"{v['utterances_per_s']:.1f}",
+                                   f"{1e6 * v['step_s'] / (v['batch'] * v['frames']):.0f}"])
     if targets:
         lines += ["", "| target | measured | met |", "|---|---:|---|"]
         for name, (value, met) in targets.items():

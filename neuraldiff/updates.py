@@ -60,12 +60,15 @@ def fit_count(size_of: Callable[[int], int], budget_bytes: int, upper: int) -> i
 
 def fit_sparse(scores: Flat, values: Flat, budget_bytes: int, coding: str, *,
                method: str, op: str = "add_sparse", extra: Sequence[TensorUpdate] = (),
-               scope: str = "global") -> tuple[list[TensorUpdate], int]:
-    """(updates, kept entries): the largest number of top-scoring entries whose package
-    (with the `extra` updates) fits `budget_bytes`."""
+               scope: str = "global", max_keep: int | None = None,
+               ) -> tuple[list[TensorUpdate], int]:
+    """(updates, kept entries): the largest number (at most `max_keep`) of top-scoring entries
+    whose package (with the `extra` updates) fits `budget_bytes`."""
     total = sum(int(np.size(s)) for s in scores.values())
     # Every kept entry costs at least its value's bytes: no k above this bound can fit.
     upper = min(total, budget_bytes // coding_lib.value_bytes(coding))
+    if max_keep is not None:
+        upper = min(upper, max_keep)
     ranking = Ranking(scores, limit=upper) if scope == "global" else None
 
     def updates(k: int) -> list[TensorUpdate]:
@@ -113,11 +116,12 @@ def from_diff(method: str, collections: Mapping[str, Flat], shapes: Mapping[str,
     masks = {n: np.asarray(m, bool) for n, m in collections["diff_mask"].items()}
     in_mask = sum(int(m.sum()) for m in masks.values())
     scores = {n: np.where(masks[n], np.abs(diff[n]), -1.0) for n in diff}
-    keep = in_mask
-    if budget_bytes is not None:
-        _, fitted = fit_sparse(scores, diff, budget_bytes, coding, method=method, scope=scope)
-        keep = min(fitted, in_mask)
-    return sparse_updates(diff, top_k_masks(scores, keep, scope), coding), {"kept": keep}
+    if budget_bytes is None:
+        return (sparse_updates(diff, top_k_masks(scores, in_mask, scope), coding),
+                {"kept": in_mask})
+    contents, keep = fit_sparse(scores, diff, budget_bytes, coding, method=method, scope=scope,
+                                max_keep=in_mask)
+    return contents, {"kept": keep}
 
 
 def flat(params) -> dict[str, np.ndarray]:

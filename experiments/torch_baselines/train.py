@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import safetensors.torch
 import torch
 from absl import app, flags, logging
 
@@ -95,12 +96,12 @@ class Pruner:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: Path, restart: bool) -> None:
-    finished = (workdir / results_io.METRICS).exists()
+    if (workdir / results_io.METRICS).exists():
+        raise trainer.RunDirError(f"run directory {workdir} already holds a finished run")
     if (workdir / "config.json").exists():
-        if finished or not restart:
-            raise trainer.RunDirError(
-                f"run directory {workdir} already holds a {'finished' if finished else ''} run"
-                f"{'' if finished else '; pass --restart to train it again from scratch'}")
+        if not restart:
+            raise trainer.RunDirError(f"run directory {workdir} already holds a run; pass "
+                                      "--restart to train it again from scratch")
         for name in RUN_FILES:
             (workdir / name).unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -189,8 +190,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
             if isinstance(layer, MaskedLSTM):
                 for name, mask in layer.masks.items():
                     getattr(layer.lstm, name).mul_(mask)
-    import safetensors.torch
-
     safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                                 str(workdir / "model.safetensors"))
 
