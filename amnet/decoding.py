@@ -11,6 +11,11 @@ Beam: hypotheses `[B, K]`, frame-synchronous. Within a frame each hypothesis emi
 `max_symbols_per_frame` labels (the best K one-label extensions at each sub-step) and then a
 blank; the blank-terminated candidates are pooled, candidates with the same label sequence
 (compared by a rolling hash) are merged by adding their probabilities, and the best K go on.
+
+Shallow fusion (`Fusion`): automata of `amnet.lm` (an n-gram LM, a lexicon) each keep a state
+per hypothesis; a label v adds `sum_a weight_a * log P_a(v | state_a) + length_bonus` to the
+hypothesis' score, and the end of the utterance adds each automaton's end-of-sentence score.
+With no automata (or all weights 0 and no bonus) the search is plain beam search.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from amnet.lm import END
 from amnet.rnnt import NEG
 from amnet.transducer import Transducer
 
@@ -95,24 +101,64 @@ def greedy_decode(model: Transducer, params: Params, features: jax.Array, length
     return state.tokens, state.lengths
 
 
+class Fusion(NamedTuple):
+    """Automata fused into beam search (a pytree: pass it to the jitted decoders as data)."""
+
+    log_probs: tuple[jax.Array, ...]  # per automaton [S_a, V]
+    next_state: tuple[jax.Array, ...]  # per automaton [S_a, V] int32
+    start: jax.Array  # [A] int32
+    weights: jax.Array  # [A]
+    length_bonus: jax.Array  # [] added per emitted label
+
+    @classmethod
+    def of(cls, automata: list, weights: list[float], length_bonus: float = 0.0) -> Fusion:
+        """From `amnet.lm.Automaton`s and their weights."""
+        return cls(tuple(jnp.asarray(a.log_probs) for a in automata),
+                   tuple(jnp.asarray(a.next_state) for a in automata),
+                   jnp.asarray([a.start for a in automata], jnp.int32),
+                   jnp.asarray(weights, jnp.float32), jnp.asarray(length_bonus, jnp.float32))
+
+    def label_scores(self, states: jax.Array) -> jax.Array:
+        """states `[..., A]` -> the fused score of every next label `[..., V]`."""
+        total = self.length_bonus
+        for a, table in enumerate(self.log_probs):
+            total = total + self.weights[a] * table[states[..., a]]
+        return total
+
+    def end_scores(self, states: jax.Array) -> jax.Array:
+        """states `[..., A]` -> the fused end-of-sentence score `[...]`."""
+        total = jnp.zeros(states.shape[:-1])
+        for a, table in enumerate(self.log_probs):
+            total = total + self.weights[a] * table[states[..., a], END]
+        return total
+
+    def advance(self, states: jax.Array, tokens: jax.Array) -> jax.Array:
+        """states `[..., A]`, tokens `[...]` -> the states after the tokens."""
+        return jnp.stack([table[states[..., a], tokens]
+                          for a, table in enumerate(self.next_state)], axis=-1)
+
+
 class BeamState(NamedTuple):
-    scores: jax.Array  # [B, K] log-probabilities
+    scores: jax.Array  # [B, K] log-probabilities (+ fused scores)
     hashes: jax.Array  # [B, K] uint32 hash of the label sequence
     tokens: jax.Array  # [B, K, L]
     lengths: jax.Array  # [B, K]
     pred_proj: jax.Array  # [B, K, J]
     pred_carries: Any  # leaves [B, K, ...]
+    lm_states: jax.Array  # [B, K, A] states of the fused automata (A may be 0)
 
 
 def beam_init(model: Transducer, params: Params, batch: int, beam: int,
-              max_length: int) -> BeamState:
+              max_length: int, fusion: Fusion | None = None) -> BeamState:
     greedy = greedy_init(model, params, batch, max_length)
     tile = lambda x: jnp.repeat(x[:, None], beam, axis=1)  # noqa: E731
     scores = jnp.where(jnp.arange(beam) == 0, 0.0, NEG)[None].repeat(batch, axis=0)
+    starts = fusion.start if fusion is not None else jnp.zeros((0,), jnp.int32)
     return BeamState(scores, jnp.zeros((batch, beam), jnp.uint32),
                      jnp.zeros((batch, beam, max_length), jnp.int32),
                      jnp.zeros((batch, beam), jnp.int32), tile(greedy.pred_proj),
-                     jax.tree.map(tile, greedy.pred_carries))
+                     jax.tree.map(tile, greedy.pred_carries),
+                     jnp.broadcast_to(starts, (batch, beam, starts.shape[0])))
 
 
 def _gather(state: BeamState, index: jax.Array) -> BeamState:
@@ -122,7 +168,7 @@ def _gather(state: BeamState, index: jax.Array) -> BeamState:
 
 
 def _extend(model: Transducer, params: Params, state: BeamState,
-            label_scores: jax.Array) -> BeamState:
+            label_scores: jax.Array, fusion: Fusion | None) -> BeamState:
     """The best K one-label extensions of `state`, given their scores `[B, K, V]`."""
     batch, beam, max_length = state.tokens.shape
     scores, flat = jax.lax.top_k(label_scores.reshape(batch, -1), beam)
@@ -135,13 +181,15 @@ def _extend(model: Transducer, params: Params, state: BeamState,
     pred_proj, pred_carries = _apply(model, params, Transducer.predict_step, token.reshape(-1),
                                      flat_carries)
     unflat = lambda x: x.reshape(batch, beam, *x.shape[1:])  # noqa: E731
+    lm_states = new.lm_states if fusion is None else fusion.advance(new.lm_states, token)
     return BeamState(scores, new.hashes * jnp.uint32(1_000_003) + token.astype(jnp.uint32) + 1,
                      jnp.where(at_end, token[..., None], new.tokens), new.lengths + 1,
-                     unflat(pred_proj), jax.tree.map(unflat, pred_carries))
+                     unflat(pred_proj), jax.tree.map(unflat, pred_carries), lm_states)
 
 
 def beam_step(model: Transducer, params: Params, state: BeamState, enc_frame: jax.Array,
-              valid: jax.Array, *, max_symbols_per_frame: int = 5) -> BeamState:
+              valid: jax.Array, *, max_symbols_per_frame: int = 5,
+              fusion: Fusion | None = None) -> BeamState:
     """Consumes one encoder frame `[B, J]` for all hypotheses.
 
     Within the frame a hypothesis may emit up to `max_symbols_per_frame` labels before its
@@ -159,8 +207,10 @@ def beam_step(model: Transducer, params: Params, state: BeamState, enc_frame: ja
             break
         can_emit = (active.lengths < max_length)[..., None] & (jnp.arange(log_probs.shape[-1])
                                                                 != blank)
+        if fusion is not None:
+            log_probs = log_probs + fusion.label_scores(active.lm_states)
         active = _extend(model, params, active,
-                         jnp.where(can_emit, active.scores[..., None] + log_probs, NEG))
+                         jnp.where(can_emit, active.scores[..., None] + log_probs, NEG), fusion)
     pool = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *pool)  # [B, K * (S + 1)]
     size = pool.scores.shape[1]
     alive = pool.scores > NEG / 2
@@ -176,18 +226,20 @@ def beam_step(model: Transducer, params: Params, state: BeamState, enc_frame: ja
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("beam", "max_length", "max_symbols_per_frame"))
 def beam_decode(model: Transducer, params: Params, features: jax.Array, lengths: jax.Array, *,
-                beam: int = 4, max_length: int = 160,
-                max_symbols_per_frame: int = 5) -> tuple[jax.Array, jax.Array]:
+                beam: int = 4, max_length: int = 160, max_symbols_per_frame: int = 5,
+                fusion: Fusion | None = None) -> tuple[jax.Array, jax.Array]:
     """Best hypothesis per utterance: tokens `[B, max_length]`, token lengths `[B]`."""
     enc_proj, _ = _apply(model, params, Transducer.encode, features, lengths)
-    state = beam_init(model, params, features.shape[0], beam, max_length)
+    state = beam_init(model, params, features.shape[0], beam, max_length, fusion)
 
     def step(state, inputs):
         frame, t = inputs
         return beam_step(model, params, state, frame, t < lengths,
-                         max_symbols_per_frame=max_symbols_per_frame), None
+                         max_symbols_per_frame=max_symbols_per_frame, fusion=fusion), None
     state, _ = jax.lax.scan(step, state, (enc_proj.swapaxes(0, 1),
                                           jnp.arange(enc_proj.shape[1])))
-    best = jnp.argmax(state.scores, axis=1)
+    scores = state.scores if fusion is None else state.scores + fusion.end_scores(
+        state.lm_states)
+    best = jnp.argmax(scores, axis=1)
     index = jnp.arange(features.shape[0])
     return state.tokens[index, best], state.lengths[index, best]

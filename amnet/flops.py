@@ -95,14 +95,18 @@ def arbitrator_flops(input_dim: int, hidden: int, branches: int) -> int:
 
 
 def decoder_frame_flops(encoder_output: int, joint: int, vocab: int, embed: int,
-                        predictor_hidden: int, predictor_layers: int) -> int:
+                        predictor_hidden: int, predictor_layers: int,
+                        stateless_context: int = 0) -> int:
     """Per-frame work of greedy decoding, charged to every frame: the encoder's joint
     projection, one joint evaluation (add, tanh, output layer, argmax) and one prediction-network
     step with its projection (an upper bound: a step is taken only when a label is emitted,
     about one frame in two on spoken commands)."""
     joint_eval = linear_flops(encoder_output, joint) + joint + 2 * joint
     joint_eval += linear_flops(joint, vocab) + 2 * vocab
-    predictor = encoder_frame_flops(embed, predictor_hidden, predictor_layers)
+    if stateless_context:  # `amnet.predictor`: one layer on the last c embeddings, relu
+        predictor = linear_flops(stateless_context * embed, predictor_hidden) + 2 * predictor_hidden
+    else:
+        predictor = encoder_frame_flops(embed, predictor_hidden, predictor_layers)
     return joint_eval + predictor + linear_flops(predictor_hidden, joint)
 
 
@@ -130,5 +134,7 @@ def frame_costs(config) -> FrameCosts:
                   if len(specs) > 1 else 0)
     decoder = decoder_frame_flops(config.encoder_projection or config.encoder_hidden,
                                   config.joint_dim, config.vocab_size, config.embed_dim,
-                                  config.predictor_hidden, config.predictor_layers)
+                                  config.predictor_hidden, config.predictor_layers,
+                                  config.predictor_context
+                                  if getattr(config, "predictor", "lstm") == "stateless" else 0)
     return FrameCosts(branches, arbitrator, decoder)

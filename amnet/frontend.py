@@ -5,8 +5,10 @@ Runs inside the jitted train/eval step (on the accelerator), on padded int16 aud
 log-mel: frames of `win_length` samples every `hop_length` (no centering: frame i covers
 samples [i*hop, i*hop + win)), periodic Hann window, |rfft(n_fft)|^2, HTK-scale triangular mel
 filters (unit peak, no area normalization) between `f_min` and `f_max`, then
-`log(max(mel, log_floor))`, normalized as `(x - feature_mean) / feature_std`. A waveform of
-L samples gives `1 + (L - win) // hop` frames (0 if L < win); padded frames are zeroed.
+`log(max(mel, log_floor))`, normalized as `(x - feature_mean) / feature_std` (scalars, or one
+value per mel channel: global CMVN, statistics of the training split from `amnet.cmvn`). A
+waveform of L samples gives `1 + (L - win) // hop` frames (0 if L < win); padded frames are
+zeroed. SpecAugment fills its masks with 0, the normalized features' mean under CMVN.
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ class FrontendConfig:
     f_min: float = 20.0
     f_max: float = 8_000.0
     log_floor: float = 1e-6
-    # Global feature normalization (x - mean) / std, fixed per corpus (streaming-friendly).
-    feature_mean: float = 0.0
-    feature_std: float = 1.0
+    # Global feature normalization (x - mean) / std, fixed per corpus (streaming-friendly):
+    # scalars, or per-channel tuples of `num_mels` values (CMVN, `amnet.cmvn`).
+    feature_mean: float | tuple[float, ...] = 0.0
+    feature_std: float | tuple[float, ...] = 1.0
+
+    def __post_init__(self):
+        for name in ("feature_mean", "feature_std"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                value = tuple(float(v) for v in value)
+                if len(value) != self.num_mels:
+                    raise ValueError(f"{name} has {len(value)} values for {self.num_mels} mel "
+                                     "channels")
+                object.__setattr__(self, name, value)
+        if min(np.atleast_1d(self.feature_std)) <= 0:
+            raise ValueError("feature_std must be positive")
     stack: int = 3  # frames stacked (and the stride) -> 30 ms encoder frames
 
 
@@ -89,8 +104,9 @@ def log_mel(audio: jax.Array, lengths: jax.Array,
     spectrum = jnp.fft.rfft(frames * window, n=config.n_fft)  # [B, F, n_fft // 2 + 1]
     power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
     mel = power @ jnp.asarray(mel_filterbank(config))
-    features = (jnp.log(jnp.maximum(mel, config.log_floor)) - config.feature_mean) / \
-        config.feature_std
+    features = (jnp.log(jnp.maximum(mel, config.log_floor))
+                - jnp.asarray(config.feature_mean, jnp.float32)) / jnp.asarray(
+                    config.feature_std, jnp.float32)
     frame_lengths = num_frames(lengths, config).astype(jnp.int32)
     mask = jnp.arange(frames_total)[None, :] < frame_lengths[:, None]
     return jnp.where(mask[..., None], features, 0.0), frame_lengths
@@ -111,7 +127,8 @@ def stack_frames(features: jax.Array, lengths: jax.Array,
 
 def spec_augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
                  config: SpecAugmentConfig = SpecAugmentConfig()) -> jax.Array:
-    """Frequency and time masking (masked values set to 0, the padded-frame value).
+    """Frequency and time masking: masked values are set to 0, the padded-frame value and,
+    on CMVN-normalized features, every channel's training mean.
 
     Args:
       features: `[B, F, D]` log-mel features; lengths `[B]` valid frames.

@@ -1,4 +1,9 @@
-"""Training objectives: plain RNN-T, and AmNet's RNN-T + compute cost + amortization.
+"""Training objectives: RNN-T (+ auxiliary CTC), and AmNet's RNN-T + compute cost + amortization.
+
+The transducer's part, with a CTC head (`amnet.ctc`) and `loss` config block:
+  L_asr = (1 - w) · L_rnnt + w · L_ctc      (w = loss.ctc_weight)
+and L_asr = L_ctc alone for the first `loss.ctc_only_steps` steps (a CTC warm-up of the
+encoder). Without a head, L_asr = L_rnnt.
 
 Per utterance of n frames (DESIGN.md; `docs/amnet.md` has our reading):
   L = L_rnnt + λ_cost · mean_t E_p[C]/C_max + λ_amr · mean_t (1 − E_p[C]/C_max) · relu(1 − b_t/β)
@@ -25,7 +30,7 @@ import ml_collections
 from amnet import router
 from amnet.encoder import RoutingTrace
 from amnet.flops import frame_costs
-from amnet.transducer import Transducer
+from amnet.transducer import Losses, Transducer
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # A frame counts as decided when max_k p_t[k] exceeds this ("confident": p = softmax(z), the
@@ -33,11 +38,31 @@ Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 CONFIDENT = 0.99
 
 
-def rnnt_objective(model: Transducer) -> Objective:
+def asr_loss(losses: Losses, config: ml_collections.ConfigDict | None,
+             step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L_asr `[B]` of the module docstring, and per-utterance metrics {rnnt, ctc, ...}."""
+    if losses.ctc is None:
+        return losses.rnnt, {}
+    if config is None:
+        raise ValueError("a model with a CTC head needs a `loss` config block (ctc_weight)")
+    weight = config.ctc_weight
+    ctc_only = step < config.get("ctc_only_steps", 0)
+    loss = (jnp.where(ctc_only, 0.0, 1.0 - weight) * losses.rnnt
+            + jnp.where(ctc_only, 1.0, weight) * losses.ctc)
+    return loss, {"rnnt": jax.lax.stop_gradient(losses.rnnt),
+                  "ctc": jax.lax.stop_gradient(losses.ctc),
+                  "ctc_feasible": losses.ctc_feasible.astype(jnp.float32)}
+
+
+def rnnt_objective(model: Transducer,
+                   config: ml_collections.ConfigDict | None = None) -> Objective:
+    """The transducer's loss (with the CTC term of `config`, the `loss` block, if any)."""
+
     def objective(params, features, lengths, batch, rows, key, step):
-        del rows, key, step
-        return model.apply({"params": params}, features, lengths, batch["tokens"],
-                           batch["token_lengths"]), {}
+        del rows, key
+        losses = model.apply({"params": params}, features, lengths, batch["tokens"],
+                             batch["token_lengths"], method=Transducer.forward)
+        return asr_loss(losses, config, step)
 
     return objective
 
@@ -66,8 +91,9 @@ def routing_terms(trace: RoutingTrace, lengths: jax.Array, branch_flops: jax.Arr
     return terms
 
 
-def amnet_objective(model: Transducer, config: ml_collections.ConfigDict) -> Objective:
-    """RNN-T plus the routing terms of `config` (the `amnet` block of a config file)."""
+def amnet_objective(model: Transducer, config: ml_collections.ConfigDict,
+                    loss_config: ml_collections.ConfigDict | None = None) -> Objective:
+    """L_asr plus the routing terms of `config` (the `amnet` block of a config file)."""
     if config.amortization not in ("amr", "upl", "none"):
         raise ValueError(f"amortization must be amr, upl or none, got {config.amortization!r}")
     branches = len(model.config.encoder_branches)
@@ -80,10 +106,11 @@ def amnet_objective(model: Transducer, config: ml_collections.ConfigDict) -> Obj
         keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
         noise = jax.vmap(lambda k: jax.random.gumbel(k, (features.shape[1], branches)))(keys)
         tau = temperature(step)
-        costs, trace = model.apply({"params": params}, features, lengths, batch["tokens"],
-                                   batch["token_lengths"], routing_noise=noise,
-                                   temperature=tau, method=Transducer.forward)
-        terms = routing_terms(trace, lengths, branch_flops,
+        losses = model.apply({"params": params}, features, lengths, batch["tokens"],
+                             batch["token_lengths"], routing_noise=noise,
+                             temperature=tau, method=Transducer.forward)
+        costs, asr_metrics = asr_loss(losses, loss_config, step)
+        terms = routing_terms(losses.trace, lengths, branch_flops,
                               backlog_threshold_s=config.backlog_threshold_s,
                               frame_period_s=model.config.frame_period_s)
         loss = costs + config.cost_weight * terms["cost"]
@@ -92,7 +119,8 @@ def amnet_objective(model: Transducer, config: ml_collections.ConfigDict) -> Obj
         elif config.amortization == "upl":
             loss = loss + config.upl_weight * terms["upl_frames"]
         metrics = {k: jax.lax.stop_gradient(v) for k, v in terms.items()}
-        metrics["rnnt"] = jax.lax.stop_gradient(costs)
+        metrics["rnnt"] = jax.lax.stop_gradient(losses.rnnt)
+        metrics.update(asr_metrics)
         metrics["temperature"] = jnp.full_like(costs, tau)
         return loss, metrics
 

@@ -1,7 +1,8 @@
 """A run's results on disk, the same for every framework (docs/sweeps.md has the schema).
 
     <run>/outputs.jsonl   one line per test utterance: the raw outputs
-        {"id", "reference", "greedy", "beam" (null: not decoded), "branches"}
+        {"id", "reference", "greedy", "beam" (null: not decoded), "branches",
+         "beam_lm" (beam search with the run's LM fused, null: not decoded; optional)}
         `branches` has one digit per encoder frame: the branch that ran it ("0" = the only or
         the first branch), so FLOPs and latency can be recounted without the model.
     <run>/metrics.json    the scored run: `amnet.scoring.score` of outputs.jsonl plus what the
@@ -36,6 +37,7 @@ FIELDS: dict[str, tuple[type | None, ...]] = {
     "latency_model": (dict,),  # frame_period_s, processor_flops
     "wer_greedy": (float, int),
     "wer_beam": (float, int, None),
+    "wer_beam_lm": (float, int, None),  # beam search + the run's n-gram LM (optional field)
     "mflops_per_frame": (float, int),
     "frames_per_branch": (dict,),  # branch spec -> share of test frames
     "upl_mean_ms": (float, int),
@@ -45,6 +47,10 @@ FIELDS: dict[str, tuple[type | None, ...]] = {
     "train_time_s": (float, int, None),
     "hardware": (dict,),
 }
+
+
+# Fields added after the schema's first files: absent means null.
+OPTIONAL = {"wer_beam_lm"}
 
 
 class ResultsError(ValueError):
@@ -58,6 +64,7 @@ class UtteranceOutput:
     greedy: str
     beam: str | None
     branches: str  # one digit per encoder frame
+    beam_lm: str | None = None
 
     def __post_init__(self):
         if not self.branches or not self.branches.isdigit():
@@ -83,6 +90,8 @@ def read_outputs(path: str | Path) -> list[UtteranceOutput]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise ResultsError(f"{path}:{number}: not JSON ({e})") from None
+        if isinstance(record, dict):
+            record.setdefault("beam_lm", None)
         if not isinstance(record, dict) or set(record) != names:
             got = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise ResultsError(f"{path}:{number}: expected fields {sorted(names)}, got {got}")
@@ -102,6 +111,8 @@ def check_metrics(metrics: Any, source: str) -> dict:
     if metrics.get("schema") != SCHEMA:
         raise ResultsError(f"{source}: schema {metrics.get('schema')!r}, expected {SCHEMA!r}")
     for name, types in FIELDS.items():
+        if name not in metrics and name in OPTIONAL:
+            continue
         if name not in metrics:
             raise ResultsError(f"{source}: missing field {name!r}")
         value = metrics[name]

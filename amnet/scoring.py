@@ -68,6 +68,11 @@ def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
         raise ValueError(f"{has_beam.count(False)} of {len(outputs)} utterances have no beam "
                          "hypothesis: decode all or none")
     beam = metrics.word_errors(refs, [o.beam for o in outputs]) if all(has_beam) else None
+    has_lm = [o.beam_lm is not None for o in outputs]
+    if any(has_lm) and not all(has_lm):
+        raise ValueError(f"{has_lm.count(False)} of {len(outputs)} utterances have no beam + LM "
+                         "hypothesis: decode all or none")
+    beam_lm = metrics.word_errors(refs, [o.beam_lm for o in outputs]) if all(has_lm) else None
 
     costs = np.asarray(frame_costs(model).per_branch, np.float64)
     specs = [str(LinearSpec.parse(s)) for s in model.encoder_branches]
@@ -84,6 +89,7 @@ def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
     return {
         "wer_greedy": greedy.rate,
         "wer_beam": beam.rate if beam is not None else None,
+        "wer_beam_lm": beam_lm.rate if beam_lm is not None else None,
         "mflops_per_frame": float(np.concatenate(frame_flops).mean() / 1e6),
         "frames_per_branch": {f"{k}:{s}": float(np.mean(every == k))
                               for k, s in enumerate(specs)},
@@ -94,6 +100,23 @@ def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
         "dataset": {"utterances": len(outputs), "words": greedy.reference_length,
                     "fingerprint": dataset_fingerprint(outputs)},
     }
+
+
+def grouped_wer(outputs: Sequence[UtteranceOutput], groups: dict[str, str], *,
+                field: str = "greedy") -> dict[str, dict[str, float]]:
+    """WER of hypothesis `field` per group {group: {"wer", "utterances", "words"}}, with
+    `groups` mapping utterance ids to a group; every output must have one."""
+    missing = [o.id for o in outputs if o.id not in groups]
+    if missing:
+        raise ValueError(f"{len(missing)} utterances have no group, e.g. {missing[:3]}")
+    out = {}
+    for group in sorted(set(groups[o.id] for o in outputs)):
+        members = [o for o in outputs if groups[o.id] == group]
+        counts = metrics.word_errors([o.reference for o in members],
+                                     [getattr(o, field) for o in members])
+        out[group] = {"wer": counts.rate, "utterances": len(members),
+                      "words": counts.reference_length}
+    return out
 
 
 def run_metrics(outputs: Sequence[UtteranceOutput], *, run: str, framework: str,

@@ -2,9 +2,11 @@
 
 The train step is `jit(shard_map(per_device_step))`: each device featurizes and runs the model
 on its rows of the global batch, and gradients are averaged with `pmean` (pmap's semantics on
-JAX's supported API). The loss is the weight-averaged per-utterance RNN-T cost over the global
-batch, so the update does not depend on how rows are spread over devices; SpecAugment draws one
-key per global row for the same reason.
+JAX's supported API). The loss is the weighted sum of per-utterance costs over the global batch
+divided by its target tokens (`normalization="token"`: nats per token, so that gradient norms
+and clipping do not scale with utterance length) or by its utterances ("utterance"); either
+way the update does not depend on how rows are spread over devices. SpecAugment draws one key
+per global row for the same reason.
 
 Batches: dicts of process-local rows from `amnet.data.input_pipeline` (audio `[b, S]`,
 audio_lengths `[b]`, tokens `[b, U]`, token_lengths `[b]`, weights `[b]`); `global_batch`
@@ -24,7 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from amnet import decoding, frontend
+from amnet import ctc, decoding, frontend
 from amnet.objective import Objective, rnnt_objective
 from amnet.transducer import Transducer
 
@@ -114,6 +116,7 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
                     objective: Objective | None = None,
                     constrain: Callable[[Params, Params, jax.Array], Params] | None = None,
                     merge: Callable[[Any, Params], Params] | None = None,
+                    normalization: str = "utterance",
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
 
@@ -122,8 +125,13 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
     constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
     merge: when given, the model runs on `merge(state.frozen, state.params)` and only
       `state.params` is trained (a neural diff over a frozen base model).
+    normalization: "token" or "utterance", what the summed loss is divided by. The metrics
+      `train/*` are per-utterance means either way.
     """
     objective = objective or rnnt_objective(model)
+    if normalization not in ("token", "utterance"):
+        raise ValueError(f"loss normalization must be 'token' or 'utterance', got "
+                         f"{normalization!r}")
 
     def per_device(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         local_rows_count = batch["weights"].shape[0]
@@ -143,9 +151,12 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
 
         (local_loss, extra), grads = jax.value_and_grad(loss_sum, has_aux=True)(state.params)
         total_weight = jax.lax.psum(jnp.sum(batch["weights"]), "data")
+        per_row = batch["token_lengths"] if normalization == "token" else 1.0
+        normalizer = jnp.maximum(jax.lax.psum(jnp.sum(batch["weights"] * per_row), "data"),
+                                 1e-6)
         devices = jax.lax.psum(1, "data")
-        grads = jax.lax.pmean(jax.tree.map(lambda g: g * (devices / total_weight), grads), "data")
-        loss = jax.lax.psum(local_loss, "data") / total_weight
+        grads = jax.lax.pmean(jax.tree.map(lambda g: g * (devices / normalizer), grads), "data")
+        loss = jax.lax.psum(local_loss, "data") / normalizer
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -177,17 +188,52 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
 
 
 def make_decoder(model: Transducer, frontend_config: frontend.FrontendConfig, *, beam: int,
-                 max_length: int, max_symbols_per_frame: int):
-    """Returns `decode(params, global_batch) -> (tokens, lengths)`; beam 0 means greedy."""
+                 max_length: int, max_symbols_per_frame: int,
+                 fusion: decoding.Fusion | None = None):
+    """Returns `decode(params, global_batch) -> (tokens, lengths)`; beam 0 means greedy.
+    `fusion`: automata fused into the beam search (an n-gram LM, a lexicon: `amnet.lm`)."""
+    if fusion is not None and not beam:
+        raise ValueError("shallow fusion needs beam search (beam > 0)")
 
-    def decode(params, batch):
+    def decode(params, batch, fusion):
         features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
                                                frontend_config)
         if beam:
             return decoding.beam_decode(model, params, features, lengths, beam=beam,
                                         max_length=max_length,
-                                        max_symbols_per_frame=max_symbols_per_frame)
+                                        max_symbols_per_frame=max_symbols_per_frame,
+                                        fusion=fusion)
         return decoding.greedy_decode(model, params, features, lengths, max_length=max_length,
                                       max_symbols_per_frame=max_symbols_per_frame)
 
+    jitted = jax.jit(decode)  # the automata are arguments, not constants baked into the code
+    return lambda params, batch: jitted(params, batch, fusion)
+
+
+def make_ctc_decoder(model: Transducer, frontend_config: frontend.FrontendConfig):
+    """Returns `decode(params, global_batch) -> (tokens, lengths)`: CTC greedy decoding of the
+    encoder's CTC head (`amnet.ctc`)."""
+
+    def decode(params, batch):
+        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
+                                               frontend_config)
+        logits = model.apply({"params": params}, features, lengths, method=Transducer.ctc_logits)
+        return ctc.greedy_decode(logits, lengths, blank=model.config.blank)
+
     return jax.jit(decode)
+
+
+def make_probe(model: Transducer, frontend_config: frontend.FrontendConfig):
+    """Returns `probe(params, global_batch) -> (rnnt, rnnt with the encoder output replaced by
+    its per-utterance mean, rnnt with another utterance's encoder output)`, each `[B]`,
+    unaugmented: how much the transducer's likelihood depends on the audio (docs/rnnt.md)."""
+
+    def probe(params, batch):
+        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
+                                               frontend_config)
+        costs = [model.apply({"params": params}, features, lengths, batch["tokens"],
+                             batch["token_lengths"], encoder_probe=probe,
+                             method=Transducer.forward).rnnt for probe in (None, "mean", "swap")]
+        return tuple(costs)
+
+    return jax.jit(probe)

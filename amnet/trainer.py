@@ -21,7 +21,11 @@ import tqdm
 from absl import logging
 
 from amnet import (
+    build,
     checkpointing,
+    cmvn,
+    decoding,
+    lm,
     metrics,
     objective,
     optim,
@@ -73,7 +77,7 @@ class Preemption:
 
 
 # The config blocks that make a run what it is: a run continues only with the same ones.
-IDENTITY = ("data", "frontend", "model", "optimizer", "seed", "amnet", "pruning", "init")
+IDENTITY = ("data", "frontend", "model", "loss", "optimizer", "seed", "amnet", "pruning", "init")
 
 
 def config_differences(previous: dict, current: dict) -> list[str]:
@@ -145,8 +149,9 @@ def make_objective(config: ml_collections.ConfigDict, model: Transducer):
     """(objective, constrain): AmNet's loss for two or more branches, plain RNN-T otherwise;
     the pruner when a branch is sparse."""
     branches = model.config.encoder_branches
-    loss = (objective.amnet_objective(model, config.amnet) if len(branches) > 1
-            else objective.rnnt_objective(model))
+    loss_config = config.get("loss")
+    loss = (objective.amnet_objective(model, config.amnet, loss_config) if len(branches) > 1
+            else objective.rnnt_objective(model, loss_config))
     constrain = pruning.make_pruner(branches, config.pruning) if "pruning" in config else None
     if constrain is None and pruning.sparse_branches(branches):
         raise ValueError("a sparse branch needs a `pruning` block in the config")
@@ -162,6 +167,44 @@ def warm_started(state: train_step.TrainState, config: ml_collections.ConfigDict
                                    model.config.encoder_branches)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return state.replace(params=jax.device_put(params, replicated))
+
+
+LM_FILE = "lm.safetensors"
+LEXICON_FILE = "lexicon.safetensors"
+
+
+def run_lm(config: ml_collections.ConfigDict, workdir: Path, tokenizer, source=None,
+           ) -> tuple[list[lm.Automaton], list[float], float]:
+    """(automata, weights, length bonus) of the run's shallow fusion (`lm` config block): the
+    n-gram LM (and with `lm.lexicon` the lexicon) of the training transcripts, built once into
+    the run dir (`lm.safetensors`, `lexicon.safetensors`) and read from there afterwards."""
+    c = config.lm
+    paths = [workdir / LM_FILE] + ([workdir / LEXICON_FILE] if c.lexicon else [])
+    if not all(p.exists() for p in paths):
+        source = source if source is not None else open_dataset(config, config.data.train_split)
+        sentences = [tokenizer.encode(text_of(source[i]["text"])) for i in range(len(source))]
+        built = [lm.build_ngram(sentences, tokenizer.vocab_size, c.order)]
+        if c.lexicon:
+            built.append(lm.build_lexicon(sentences, tokenizer.vocab_size,
+                                          _separator(tokenizer)))
+        if jax.process_index() == 0:
+            for automaton, path in zip(built, paths, strict=True):
+                lm.save(path, automaton, tokenizer=str(config.data.tokenizer))
+        _sync("language model written")
+    automata = [lm.load(p, vocab_size=tokenizer.vocab_size) for p in paths]
+    return automata, [c.weight] + ([c.lexicon_weight] if c.lexicon else []), c.length_bonus
+
+
+def _separator(tokenizer) -> int:
+    """The token id of the word separator (a space) of a character tokenizer."""
+    ids = tokenizer.encode("a b")
+    if len(ids) != 3:
+        raise ValueError("the lexicon needs a character tokenizer (a space token between words)")
+    return int(ids[1])
+
+
+def text_of(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def make_tokenizer(config: ml_collections.ConfigDict):
@@ -199,31 +242,60 @@ def evaluate(decode, params, split, tokenizer, mesh, *, max_batches: int = -1,
              ) -> metrics.ErrorCounts:
     """Word errors of `decode` on `split` (from `open_eval_split`): this process's rows, pooled
     over processes."""
+    return validate({"wer": decode}, None, params, split, tokenizer, mesh,
+                    max_batches=max_batches)[0]["wer"]
+
+
+def validate(decoders: dict, probe, params, split, tokenizer, mesh, *, max_batches: int = -1,
+             ) -> tuple[dict[str, metrics.ErrorCounts], dict[str, float]]:
+    """One pass over `split`: word errors of each decoder {name: decode} and, with `probe`
+    (`train_step.make_probe`), the transducer's loss per token as is, with the encoder output
+    replaced by its mean, and with another utterance's (`loss_per_token`,
+    `probe_loss_per_token`, `swap_loss_per_token`). Counts are pooled over processes."""
     source, report, pipe = split
-    counts = metrics.ErrorCounts()
+    counts = {name: metrics.ErrorCounts() for name in decoders}
+    sums = np.zeros(4)  # loss, mean-probe loss, swap-probe loss, tokens
     for i, batch in enumerate(input_pipeline.make_dataset(
             source, tokenizer, report, pipe, process_index=jax.process_index(),
             process_count=jax.process_count())):
         if i == max_batches:
             break
-        tokens, lengths = decode(params, train_step.global_batch(batch, mesh))
-        tokens, lengths = train_step.local_rows(tokens), train_step.local_rows(lengths)
+        device_batch = train_step.global_batch(batch, mesh)
         rows = np.flatnonzero(batch["weights"])
         refs = [tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]) for r in rows]
-        hyps = [tokenizer.decode(tokens[r, : lengths[r]]) for r in rows]
-        counts = counts + metrics.word_errors(refs, hyps)
-    return _pooled(counts)
+        for name, decode in decoders.items():
+            tokens, lengths = decode(params, device_batch)
+            tokens, lengths = train_step.local_rows(tokens), train_step.local_rows(lengths)
+            hyps = [tokenizer.decode(tokens[r, : lengths[r]]) for r in rows]
+            counts[name] = counts[name] + metrics.word_errors(refs, hyps)
+        if probe is not None:
+            plain, mean, swap = (train_step.local_rows(x) for x in probe(params, device_batch))
+            sums += [plain[rows].sum(), mean[rows].sum(), swap[rows].sum(),
+                     batch["token_lengths"][rows].sum()]
+    counts = {name: _pooled(c) for name, c in counts.items()}
+    losses = {}
+    if probe is not None:
+        sums = _pooled_sums(sums)
+        losses = {"loss_per_token": sums[0] / sums[3], "probe_loss_per_token": sums[1] / sums[3],
+                  "swap_loss_per_token": sums[2] / sums[3]}
+    return counts, losses
+
+
+def _pooled_sums(values: np.ndarray) -> np.ndarray:
+    """`values` summed over all processes."""
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
 
 
 def _pooled(counts: metrics.ErrorCounts) -> metrics.ErrorCounts:
     """Edit counts summed over all processes."""
     if jax.process_count() == 1:
         return counts
-    from jax.experimental import multihost_utils
-
-    gathered = multihost_utils.process_allgather(np.array(
-        [counts.substitutions, counts.deletions, counts.insertions, counts.reference_length]))
-    return metrics.ErrorCounts(*(int(x) for x in np.asarray(gathered).sum(axis=0)))
+    return metrics.ErrorCounts(*(int(x) for x in _pooled_sums(np.array(
+        [counts.substitutions, counts.deletions, counts.insertions, counts.reference_length]))))
 
 
 def transcribe(decoders: dict, route, params, split, tokenizer, mesh,
@@ -252,7 +324,7 @@ def transcribe(decoders: dict, route, params, split, tokenizer, mesh,
             out.append(results_io.UtteranceOutput(
                 id=str(batch["ids"][r]),
                 reference=tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]),
-                greedy=text["greedy"], beam=text.get("beam"),
+                greedy=text["greedy"], beam=text.get("beam"), beam_lm=text.get("beam_lm"),
                 branches="".join(str(int(b)) for b in route_r)))
     return out
 
@@ -318,6 +390,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     if config.eval.batch_size % devices:
         raise ValueError(f"eval batch size {config.eval.batch_size} is not divisible by the "
                          f"{devices} devices of the mesh")
+    config = cmvn.resolve(config, lambda: open_dataset(config, config.data.train_split),
+                          stored=workdir / "config.json" if resume else None)
     prepare_run_dir(workdir, config, resume)
     tokenizer = make_tokenizer(config)
     front, augment = frontend_configs(config)
@@ -345,10 +419,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
         state = warm_started(state, config, model, mesh)
     loss_fn, constrain = make_objective(config, model)
     step_fn = train_step.make_train_step(model, optimizer, mesh, front, augment, loss_fn,
-                                         constrain)
+                                         constrain, normalization=build.loss_normalization(config))
     decode_greedy = train_step.make_decoder(model, front, beam=0,
                                             max_length=config.eval.max_length,
                                             max_symbols_per_frame=config.eval.max_symbols_per_frame)
+    validators = {"wer_greedy": decode_greedy}
+    if model.config.ctc_head:
+        validators["wer_ctc_greedy"] = train_step.make_ctc_decoder(model, front)
+    probe = train_step.make_probe(model, front)
     writer = MetricWriter(workdir, enabled=process == 0)
     start = int(state.step)
     last_end = min(config.train.steps, stop_after) if stop_after else config.train.steps
@@ -400,12 +478,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                 window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
             wer = None
             if step % config.train.eval_every == 0 or step == config.train.steps:
-                counts = evaluate(decode_greedy, state.params, eval_split, tokenizer, mesh,
-                                  max_batches=config.train.eval_batches)
-                wer = counts.rate
-                writer.write(step, {"eval/wer_greedy": wer})
+                counts, losses = validate(validators, probe, state.params, eval_split,
+                                          tokenizer, mesh, max_batches=config.train.eval_batches)
+                wer = counts["wer_greedy"].rate
+                writer.write(step, {**{f"eval/{k}": c.rate for k, c in counts.items()},
+                                    **{f"eval/{k}": v for k, v in losses.items()}})
                 if process == 0:
-                    bar.write(f"step {step}: validation greedy WER {wer:.2%}")
+                    ctc_wer = (f", CTC greedy {counts['wer_ctc_greedy'].rate:.2%}"
+                               if "wer_ctc_greedy" in counts else "")
+                    bar.write(f"step {step}: validation greedy WER {wer:.2%}{ctc_wer}; loss "
+                              f"{losses['loss_per_token']:.3f} nats/token, "
+                              f"{losses['probe_loss_per_token']:.3f} with the encoder output "
+                              f"replaced by its mean, {losses['swap_loss_per_token']:.3f} by "
+                              "another utterance's")
             saved = step % config.train.checkpoint_every == 0 or step == last_end or \
                 wer is not None
             if saved:
@@ -425,19 +510,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
         results["preempted"] = preempted
     elif int(state.step) == config.train.steps:
         test_split = open_eval_split(config, config.data.test_split, tokenizer)
-        decode_beam = train_step.make_decoder(
+        decoders = {"greedy": decode_greedy, "beam": train_step.make_decoder(
             model, front, beam=config.eval.beam, max_length=config.eval.max_length,
-            max_symbols_per_frame=config.eval.max_symbols_per_frame)
-        outputs = transcribe({"greedy": decode_greedy, "beam": decode_beam},
-                             routing_report.make_router(model, front), state.params, test_split,
-                             tokenizer, mesh)
+            max_symbols_per_frame=config.eval.max_symbols_per_frame)}
+        if "lm" in config:
+            fusion = decoding.Fusion.of(*run_lm(config, workdir, tokenizer, train_source))
+            decoders["beam_lm"] = train_step.make_decoder(
+                model, front, beam=config.lm.beam, max_length=config.eval.max_length,
+                max_symbols_per_frame=config.eval.max_symbols_per_frame, fusion=fusion)
+        outputs = transcribe(decoders, routing_report.make_router(model, front), state.params,
+                             test_split, tokenizer, mesh)
+        if model.config.ctc_head:
+            results["test_wer_ctc_greedy"] = evaluate(
+                validators["wer_ctc_greedy"], state.params, test_split, tokenizer, mesh).rate
         refs = [o.reference for o in outputs]
-        for name in ("greedy", "beam"):
+        for name in decoders:
             counts = _pooled(metrics.word_errors(refs, [getattr(o, name) for o in outputs]))
             results[f"test_wer_{name}"] = counts.rate
             results[f"test_words_{name}"] = counts.reference_length
         writer.write(int(state.step), {f"test/wer_{k}": results[f"test_wer_{k}"]
-                                       for k in ("greedy", "beam")})
+                                       for k in decoders})
         write_run_results(workdir, outputs, config, model, train_time["total"])
         if process == 0:
             (workdir / "results.json").write_text(json.dumps(results, indent=2))

@@ -1,4 +1,5 @@
-"""The streaming RNN-T model: LSTM encoder, LSTM prediction network, additive joint.
+"""The streaming RNN-T model: LSTM encoder, prediction network (LSTM, or stateless:
+`amnet.predictor`), additive joint.
 
     model = Transducer(TransducerConfig(...))
     params = model.init(rng, features, feature_lengths, targets, target_lengths)["params"]
@@ -11,20 +12,23 @@ routing trace that AmNet's loss needs.
 Shapes: features `[B, T, D]` (stacked log-mels, 30 ms frames), targets `[B, U]`, joint width J,
 vocabulary V (id 0 = blank, also the prediction network's start symbol).
 Joint: `logits = tanh(enc_proj + pred_proj) @ W_out + b_out`, enc_proj = encoder output @ W_e + b,
-pred_proj = prediction output @ W_p.
+pred_proj = prediction output @ W_p. With `ctc_head`, a linear layer on the encoder output gives
+CTC logits `[B, T, V]` for the auxiliary CTC loss (`amnet.ctc`; training and diagnostics only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import flops, rnnt
+from amnet import ctc, flops, rnnt
 from amnet.encoder import Encoder, EncoderState, RoutingTrace
 from amnet.lstm import LSTMStack
+from amnet.predictor import StatelessPredictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +39,16 @@ class TransducerConfig:
     encoder_hidden: int = 320
     encoder_projection: int | None = None
     embed_dim: int = 128
-    predictor_layers: int = 1
+    predictor: str = "lstm"  # or "stateless": the last `predictor_context` labels only
+    predictor_context: int = 2
+    predictor_layers: int = 1  # LSTM layers
     predictor_hidden: int = 320
     joint_dim: int = 320
     blank: int = 0
+    ctc_head: bool = False  # a CTC output layer on the encoder (the auxiliary loss)
+    # Initial bias of the blank logit (joint and CTC head): > 0 starts both "waiting", so that
+    # no frame is pushed to emit before the model can hear anything (docs/rnnt.md, the recipe).
+    blank_bias_init: float = 0.0
     dtype: str = "float32"  # matmul dtype ("bfloat16" for mixed precision; params stay fp32)
     loss_frames_per_chunk: int = 1  # frames per rematerialized step of the fused loss
     # Encoder branches: specs `dense`, `sparse(s)`, `lowrank(r)`; two or more make an AmNet.
@@ -52,6 +62,17 @@ class TransducerConfig:
         object.__setattr__(self, "encoder_branches", tuple(self.encoder_branches))
         for spec in self.encoder_branches:
             flops.LinearSpec.parse(spec)  # a clear error for a bad spec, at construction
+        if self.predictor not in ("lstm", "stateless"):
+            raise ValueError(f"predictor must be 'lstm' or 'stateless', got {self.predictor!r}")
+
+
+class Losses(NamedTuple):
+    """Per-utterance training costs of `Transducer.forward`."""
+
+    rnnt: jax.Array  # [B] -log P(y | x) under the transducer
+    ctc: jax.Array | None  # [B] CTC cost of the encoder head (0 where infeasible), or None
+    ctc_feasible: jax.Array | None  # [B] bool: the targets fit the frames under CTC
+    trace: RoutingTrace | None  # AmNet's routing record (None with one branch)
 
 
 class Transducer(nn.Module):
@@ -67,30 +88,57 @@ class Transducer(nn.Module):
             branch_flops=tuple(float(f) for f in flops.frame_costs(c).per_branch),
             frame_period_s=c.frame_period_s, processor_flops=c.processor_flops)
         self.embed = nn.Embed(c.vocab_size, c.embed_dim)
-        self.predictor = LSTMStack(c.embed_dim, c.predictor_hidden, c.predictor_layers,
-                                   dtype=dtype)
+        self.predictor = (
+            StatelessPredictor(c.embed_dim, c.predictor_hidden, c.predictor_context, dtype)
+            if c.predictor == "stateless" else
+            LSTMStack(c.embed_dim, c.predictor_hidden, c.predictor_layers, dtype=dtype))
         self.encoder_to_joint = nn.Dense(c.joint_dim, dtype=dtype)
         self.predictor_to_joint = nn.Dense(c.joint_dim, use_bias=False, dtype=dtype)
         self.output_kernel = self.param("output_kernel", nn.initializers.lecun_normal(),
                                         (c.joint_dim, c.vocab_size))
-        self.output_bias = self.param("output_bias", nn.initializers.zeros, (c.vocab_size,))
+        self.output_bias = self.param("output_bias", self._blank_bias, (c.vocab_size,))
+        if c.ctc_head:
+            self.ctc_output = nn.Dense(c.vocab_size, dtype=dtype, bias_init=self._blank_bias)
+
+    def _blank_bias(self, key, shape, dtype=jnp.float32):
+        del key
+        return jnp.zeros(shape, dtype).at[self.config.blank].set(self.config.blank_bias_init)
 
     def __call__(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
                  target_lengths: jax.Array, *, fused: bool = True) -> jax.Array:
         """Per-utterance RNN-T costs `[B]`; `fused=False` materializes the 4-D logits."""
-        return self.forward(features, feature_lengths, targets, target_lengths, fused=fused)[0]
+        return self.forward(features, feature_lengths, targets, target_lengths,
+                            fused=fused).rnnt
 
     def forward(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
                 target_lengths: jax.Array, *, routing_noise: jax.Array | None = None,
                 temperature: jax.Array | float = 1.0, fused: bool = True,
-                ) -> tuple[jax.Array, RoutingTrace | None]:
-        """RNN-T costs `[B]` and the routing trace (None for a single-branch encoder).
+                encoder_probe: str | None = None) -> Losses:
+        """RNN-T costs `[B]`, CTC costs (with `ctc_head`) and the routing trace.
 
         routing_noise: Gumbel noise `[B, T, K]` for training-time routing at `temperature`;
           None routes by argmax.
+        encoder_probe: how much the transducer relies on the audio (docs/rnnt.md): "mean"
+          replaces every frame's encoder output by the utterance's mean over its valid frames
+          (no timing left); "swap" gives each utterance the encoder output of the next one in
+          the batch (timing left, content wrong; zeros past that one's length).
         """
         outputs, _, trace = self.encoder(features, feature_lengths, noise=routing_noise,
                                          temperature=temperature)
+        valid = (jnp.arange(outputs.shape[1])[None, :] < feature_lengths[:, None])[..., None]
+        if encoder_probe == "mean":
+            mean = jnp.sum(outputs * valid, axis=1, keepdims=True) / jnp.maximum(
+                feature_lengths, 1)[:, None, None]
+            outputs = jnp.where(valid, mean, 0.0)
+        elif encoder_probe == "swap":
+            outputs = jnp.where(valid, jnp.roll(outputs, -1, axis=0), 0.0)
+        elif encoder_probe is not None:
+            raise ValueError(f"encoder_probe must be 'mean', 'swap' or None, got "
+                             f"{encoder_probe!r}")
+        ctc_costs = feasible = None
+        if self.config.ctc_head:
+            ctc_costs, feasible = ctc.ctc_loss(self.ctc_output(outputs), feature_lengths,
+                                               targets, target_lengths, blank=self.config.blank)
         enc_proj = self.encoder_to_joint(outputs)
         pred_proj = self.predict(targets, target_lengths)
         if fused:
@@ -102,7 +150,7 @@ class Transducer(nn.Module):
             costs = rnnt.rnnt_loss(self.joint(enc_proj[:, :, None], pred_proj[:, None]),
                                    feature_lengths, targets, target_lengths,
                                    blank=self.config.blank)
-        return costs, trace
+        return Losses(costs, ctc_costs, feasible, trace)
 
     def _output_kernel(self) -> jax.Array:
         return self.output_kernel.astype(self.config.dtype)
@@ -112,6 +160,11 @@ class Transducer(nn.Module):
         """features `[B, T, D]` -> enc_proj `[B, T, J]` and the encoder state (argmax routing)."""
         outputs, state, _ = self.encoder(features, lengths, state)
         return self.encoder_to_joint(outputs), state
+
+    def ctc_logits(self, features: jax.Array, lengths: jax.Array) -> jax.Array:
+        """features `[B, T, D]` -> CTC logits `[B, T, V]` of the encoder head (argmax routing)."""
+        outputs, _, _ = self.encoder(features, lengths)
+        return self.ctc_output(outputs)
 
     def route(self, features: jax.Array, lengths: jax.Array) -> RoutingTrace | None:
         """The inference-time routing trace of whole utterances (None with one branch)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from amnet import build, frontend
+from amnet import build, cmvn, frontend
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline
@@ -24,7 +24,7 @@ def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
 
 def small_config(batch: int):
     """The `small` baseline config at `batch` utterances per step."""
-    config = baseline.get_config("small")
+    config = cmvn.unit_stats(baseline.get_config("small"))
     config.train.global_batch_size = batch
     return config
 
@@ -45,7 +45,7 @@ class SmallTrainStep:
     `batch` utterances of length bucket `bucket`; `run()` takes one step and waits for it."""
 
     def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None):
-        from amnet import optim, train_step
+        from amnet import objective, optim, train_step
 
         config = small_config(batch)
         if loss_frames_per_chunk:
@@ -59,7 +59,10 @@ class SmallTrainStep:
         mesh = train_step.make_mesh(1)
         self.state = train_step.create_train_state(self.model, optimizer, buckets[bucket],
                                                    self.front, config.seed, mesh)
-        self.step = train_step.make_train_step(self.model, optimizer, mesh, self.front, augment)
+        self.step = train_step.make_train_step(
+            self.model, optimizer, mesh, self.front, augment,
+            objective.rnnt_objective(self.model, config.loss),
+            normalization=build.loss_normalization(config))
         self.batch = train_step.global_batch(synthetic_batch(config, batch), mesh)
         samples = buckets[bucket][0]
         self.frames = int(frontend.num_frames(samples, self.front)) // self.front.stack

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from amnet import build, objective, optim, train_step
+from amnet import build, cmvn, objective, optim, train_step
 from amnet.text import CharTokenizer
 from amnet.transducer import Transducer
 from experiments.configs import baseline
@@ -82,7 +82,9 @@ def measure(kind: str, backend: str, config, batch: dict) -> dict:
     model = Transducer(build.model_config(config, tokenizer.vocab_size))
     optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
     step = train_step.make_train_step(model, optimizer, mesh, front, augment,
-                                      objective.rnnt_objective(model), merge=MERGES[kind])
+                                      objective.rnnt_objective(model, config.get("loss")),
+                                      merge=MERGES[kind],
+                                      normalization=build.loss_normalization(config))
     state = _state(kind, model, optimizer, config, front, mesh)
     device_batch = train_step.global_batch(batch, mesh)
     start = time.perf_counter()
@@ -104,7 +106,7 @@ def measure(kind: str, backend: str, config, batch: dict) -> dict:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = baseline.get_config(_PRESET.value)
+    config = cmvn.unit_stats(baseline.get_config(_PRESET.value))
     if _LOSS_CHUNK.value:
         config.model.loss_frames_per_chunk = _LOSS_CHUNK.value
     batch = _batch(config, _BATCH.value, CharTokenizer().vocab_size, np.random.default_rng(0))

@@ -62,7 +62,8 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
              reference: ml_collections.ConfigDict, setup: Comparison) -> tuple[dict, list]:
     """One table row and the per-utterance routing records of model `name`."""
     tokenizer = trainer.make_tokenizer(config)
-    front, _ = build.frontend_configs(config)
+    # The frontend the run trained with (its stored config holds the CMVN statistics).
+    front, _ = build.frontend_configs(trainer.read_run_config(run_dir))
     model = trainer.Transducer(build.model_config(config, tokenizer.vocab_size))
     params, _ = checkpointing.load_params(run_dir)
     mesh = train_step.make_mesh(1)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import checkpointing, trainer
+from amnet import checkpointing, metric_writers, scoring, trainer
+from amnet import results as results_io
 from amnet.data import corpus_report, spoken_commands
 from experiments import amnet_comparison
 from experiments.configs import baseline
@@ -95,6 +96,42 @@ def ship_update(dense_run: Path, data_dir: str | None, size: str, out: Path,
         f"{model_bytes:,}) | {after[0]:.1%} | {after[1]:.1%} |"])
 
 
+def probe_table(workdir: Path) -> str:
+    """The validation curve with the audio probes (docs/rnnt.md): how much the transducer's
+    loss per token rises when the encoder output is replaced by its per-utterance mean (no
+    timing) or by another utterance's (no content)."""
+    rows = ["| step | validation greedy WER | CTC greedy WER | loss/token | encoder output "
+            "replaced by its mean | by another utterance's |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in metric_writers.read_metrics(workdir):
+        if "eval/probe_loss_per_token" in r:
+            loss = r["eval/loss_per_token"]
+            ctc_wer = f"{r['eval/wer_ctc_greedy']:.1%}" if "eval/wer_ctc_greedy" in r else "-"
+            rows.append(f"| {r['step']} | {r['eval/wer_greedy']:.1%} | {ctc_wer} | {loss:.3f} | "
+                        f"{r['eval/probe_loss_per_token'] - loss:+.2f} | "
+                        f"{r['eval/swap_loss_per_token'] - loss:+.2f} |")
+    return "\n".join(rows)
+
+
+def conditions_table(workdir: Path, dataset: str, split: str) -> str:
+    """Test WER (greedy and the best decoder) per eSpeak accent and per noise condition."""
+    outputs = results_io.read_outputs(workdir / results_io.OUTPUTS)
+    conditions = spoken_commands.conditions(dataset, split)
+    if not conditions:
+        return ""
+    best = "beam_lm" if all(o.beam_lm is not None for o in outputs) else "beam"
+    parts = []
+    for key in ("accent", "noise", "snr"):
+        groups = {i: c[key] for i, c in conditions.items()}
+        greedy = scoring.grouped_wer(outputs, groups, field="greedy")
+        fused = scoring.grouped_wer(outputs, groups, field=best)
+        parts += [f"| {key} | utterances | words | greedy | {best.replace('_', ' + ')} |",
+                  "|---|---:|---:|---:|---:|"]
+        parts += [f"| {g} | {v['utterances']} | {v['words']} | {v['wer']:.1%} | "
+                  f"{fused[g]['wer']:.1%} |" for g, v in greedy.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -119,7 +156,11 @@ def main(argv: Sequence[str]) -> None:
               f"{config.train.steps} steps of {config.train.global_batch_size} utterances")
         results = trainer.train_and_evaluate(config, str(workdir), resume=resume)
     print(f"\ntest WER on {results['test_words_greedy']} words: "
-          f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}")
+          f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}, "
+          f"beam + {config.lm.order}-gram character LM {results['test_wer_beam_lm']:.2%} "
+          f"(CTC head, greedy: {results['test_wer_ctc_greedy']:.2%})")
+    print(f"\n{probe_table(workdir)}\n")
+    print(conditions_table(workdir, config.data.name, config.data.test_split))
 
     print("\nAmNet, fine-tuned from the baseline:")
     table = amnet_comparison.compare(amnet_comparison.Comparison(

@@ -29,7 +29,7 @@ from absl import logging
 from amnet import checkpointing, trainer
 from amnet import results as results_io
 from experiments.configs.neuraldiff import METHODS
-from experiments.neuraldiff_training import UpdateTrainer, selector
+from experiments.neuraldiff_training import UpdateTrainer, selector, with_base_frontend
 from neuraldiff import model_file, package, posthoc, tree, updates
 
 BUDGETED = ("sparse", "hashed", "topk", "svd", "compressed")
@@ -69,7 +69,8 @@ def methods(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def check_base_run(config: ml_collections.ConfigDict) -> None:
-    """The base run's model and frontend must be the config's."""
+    """The base run's model and frontend must be the config's (CMVN statistics from
+    `with_base_frontend`)."""
     if not config.base_run:
         raise ValueError("set --config.base_run to the run directory of the g0 model")
     stored = trainer.read_run_config(config.base_run)
@@ -81,6 +82,9 @@ def check_base_run(config: ml_collections.ConfigDict) -> None:
 
 class Experiment:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        if not config.base_run:
+            raise ValueError("set --config.base_run to the run directory of the g0 model")
+        config = with_base_frontend(config)
         check_base_run(config)
         self.config = config
         self.workdir = Path(workdir)

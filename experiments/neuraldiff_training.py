@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import build, objective, optim, routing_report, scoring, train_step, trainer
+from amnet import build, cmvn, objective, optim, routing_report, scoring, train_step, trainer
 from amnet.data import input_pipeline
 from amnet.transducer import Transducer
 from neuraldiff import hashed, sparse, tree, updates
@@ -41,19 +42,27 @@ def selector(config: ml_collections.ConfigDict) -> Selector:
     return Selector(config.diff.min_ndim, config.diff.include, config.diff.exclude)
 
 
+def with_base_frontend(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the CMVN statistics of its base run (`base_run`/config.json): updates
+    see the features the base model was trained on."""
+    return cmvn.resolve(config, stored=Path(config.base_run) / "config.json")
+
+
 class UpdateTrainer:
     """Trains updates of one model; compiled steps are shared by all updates of a kind."""
 
     def __init__(self, config: ml_collections.ConfigDict):
+        config = with_base_frontend(config) if config.get("base_run") else config
         self.config = config
         self.tokenizer = trainer.make_tokenizer(config)
         self.front, self.augment = build.frontend_configs(config)
         self.model = Transducer(build.model_config(config, self.tokenizer.vocab_size))
         self.mesh = train_step.make_mesh(config.train.num_devices)
         self.optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
-        loss = objective.rnnt_objective(self.model)
+        loss = objective.rnnt_objective(self.model, config.get("loss"))
         make = lambda merge: train_step.make_train_step(  # noqa: E731
-            self.model, self.optimizer, self.mesh, self.front, self.augment, loss, merge=merge)
+            self.model, self.optimizer, self.mesh, self.front, self.augment, loss, merge=merge,
+            normalization=build.loss_normalization(config))
         self._steps = {
             "full": make(None),
             "sparse": make(lambda f, d: sparse.merge(f["params"], d, f["mask"])),

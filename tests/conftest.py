@@ -1,23 +1,67 @@
-"""Shared fixtures: the tiny corpus and a tiny dense run are built once per test session."""
+"""Shared fixtures: the tiny corpus and a tiny dense run are built once per test run, for all
+xdist workers together (the first worker to need one builds it under a file lock, the others
+wait and reuse it).
 
+Compiled XLA programs are shared too: every test process, and every subprocess a test starts,
+uses one persistent JAX compilation cache per test run (the run's xdist id), so the many tiny
+training runs compile each program once instead of once per process. It changes no result:
+a cached executable is the one the compiler would produce again.
+"""
+
+import contextlib
+import fcntl
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
+JAX_CACHE = Path(tempfile.gettempdir()) / (
+    f"amnet-tests-jax-cache-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}")
+os.environ.update({"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
+                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
 
-from amnet.data import spoken_commands
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from amnet.data import spoken_commands  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 TINY_SEED = 7
+# Timeouts on subprocesses and waits are hang guards only: a run that is merely slow (machines
+# differ by 2-3x, and make test runs two workers) must never fail on time.
+HANG_GUARD_S = 1800
+
+
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name: str):
+    """(path, built): a directory shared by the test run's workers, and whether it is already
+    complete; the caller builds it when not, holding the lock, and it is then marked done."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path, done.exists()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
     """A data dir with the tiny corpus, generations g0 and g1 (one synthesis process)."""
-    data_dir = tmp_path_factory.mktemp("tfds")
-    for generation in (0, 1):
-        spoken_commands.make_builder("tiny", generation, data_dir=str(data_dir), seed=TINY_SEED,
-                                     num_workers=1).download_and_prepare()
+    with _shared(tmp_path_factory, "tfds") as (data_dir, built):
+        if not built:
+            for generation in (0, 1):
+                spoken_commands.make_builder("tiny", generation, data_dir=str(data_dir),
+                                             seed=TINY_SEED,
+                                             num_workers=1).download_and_prepare()
     return data_dir
 
 
@@ -30,11 +74,12 @@ def tiny_dense_run(tiny_data_dir, tmp_path_factory):
     """A finished tiny dense RNN-T run on g0 (`experiments.train`, baseline.py:tiny)."""
     from tests.test_train import ROOT, _env
 
-    workdir = tmp_path_factory.mktemp("runs") / "dense"
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.train",
-         f"--config={ROOT}/experiments/configs/baseline.py:tiny", f"--workdir={workdir}",
-         f"--config.data.name={tiny_name(0)}", f"--config.data.data_dir={tiny_data_dir}"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
+    with _shared(tmp_path_factory, "dense-run") as (workdir, built):
+        if not built:
+            out = subprocess.run(
+                [sys.executable, "-m", "experiments.train",
+                 f"--config={ROOT}/experiments/configs/baseline.py:tiny", f"--workdir={workdir}",
+                 f"--config.data.name={tiny_name(0)}", f"--config.data.data_dir={tiny_data_dir}"],
+                cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+            assert out.returncode == 0, out.stderr[-4000:]
     return Path(workdir)

@@ -57,11 +57,12 @@ def test_switch_inference_equals_training_mode_with_the_same_decisions():
     trained = model.apply({"params": params}, features, lengths, noise=jnp.zeros(
         (3, 30, 3)), temperature=0.5, method=lambda m, *a, **k: m.encoder(*a, **k))
     outputs, _, trace = trained
+    step = jax.jit(lambda x, s: model.apply({"params": params}, x, s,
+                                            method=lambda m, x, s: m.encoder.step(x, s)))
     for row in range(3):
         state, _ = model.apply({"params": params}, 1, method=Transducer.initial_state)
         for t in range(int(lengths[row])):
-            out, state, branch = model.apply({"params": params}, features[row:row + 1, t], state,
-                                             method=lambda m, x, s: m.encoder.step(x, s))
+            out, state, branch = step(features[row:row + 1, t], state)
             assert int(branch[0]) == int(jnp.argmax(trace.gates[row, t]))
             np.testing.assert_allclose(out[0], outputs[row, t], atol=1e-5)
     used = np.asarray(trace.gates.sum(axis=(0, 1)))
@@ -135,7 +136,7 @@ def test_objective_terms_reach_the_arbitrator(amortization):
     assert np.all(np.asarray(loss) >= np.asarray(metrics["rnnt"]))  # the added terms are >= 0
     shares = sum(metrics[f"branch_{k}_frames"] for k in range(3))
     np.testing.assert_allclose(shares, 1.0, rtol=1e-5)
-    grads = jax.grad(lambda p: _terms(p, model, batch, config)[0].sum())(params)
+    grads = jax.jit(jax.grad(lambda p: _terms(p, model, batch, config)[0].sum()))(params)
     assert float(jnp.abs(grads["encoder"]["arbitrator"]["w2"]).sum()) > 0
     for k in range(3):
         branch = jax.tree.leaves(grads["encoder"][f"branch_{k}"])
@@ -153,10 +154,10 @@ def test_upl_ablation_gradient_follows_the_final_busy_period():
     def upl(p):
         return _terms(p, model, batch, config)[1]["upl_frames"].sum()
 
-    assert float(upl(params)) > 0
-    gradient = jax.grad(lambda p: _terms(p, model, batch, config)[0].sum()
-                        - _terms(p, model, batch, _amnet_config("none", cost=0.0))[0].sum()
-                        )(params)
+    assert float(jax.jit(upl)(params)) > 0
+    gradient = jax.jit(jax.grad(
+        lambda p: _terms(p, model, batch, config)[0].sum()
+        - _terms(p, model, batch, _amnet_config("none", cost=0.0))[0].sum()))(params)
     assert float(jnp.abs(gradient["encoder"]["arbitrator"]["w2"]).sum()) > 0
 
 

@@ -8,12 +8,13 @@ import sys
 import numpy as np
 
 from amnet import checkpointing, pruning
+from tests.conftest import HANG_GUARD_S
 from tests.test_train import ROOT, _env
 
 
 def _run(args):
     out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
-                         capture_output=True, timeout=600)
+                         capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-4000:]
     return out.stdout
 
@@ -51,13 +52,44 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
     assert any(r.get("train/branch_2_frames", 0) > 0 for r in metrics)
 
 
+ENTRY_POINTS = ("experiments.demo", "experiments.amnet_paper", "benchmarks.amnet_streaming",
+                "experiments.neuraldiff_generations", "neuraldiff.cli",
+                "benchmarks.train_step_backends", "launch.tpu_vm", "launch.slurm",
+                "experiments.sweep", "experiments.compare", "experiments.torch_baselines.train",
+                "benchmarks.run", "benchmarks.profile")
+
+# Imports each entry point as a fresh process would: before each, the modules that define flags
+# (entry points and what they import of each other) are dropped from sys.modules and their flags
+# removed, so every import defines its flags anew (what a duplicate definition would break);
+# libraries (amnet, jax, ...) stay loaded, which is all a separate process per module would add.
+FLAGS_SCRIPT = """
+import importlib, sys
+from absl import flags
+OURS = ("experiments", "benchmarks", "launch", "neuraldiff.cli")
+for module in sys.argv[1:]:
+    before = set(flags.FLAGS)
+    try:
+        importlib.import_module(module)
+    except Exception as e:
+        print(f"{module}: {type(e).__name__}: {e}")
+        sys.exit(1)
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)
+    for loaded in [m for m in sys.modules if m.split(".")[0] in OURS or m in OURS]:
+        del sys.modules[loaded]
+"""
+
+
 def test_entry_points_define_their_flags_once():
     """`make demo` imports the comparison; absl refuses a flag defined twice (at import)."""
-    for module in ("experiments.demo", "experiments.amnet_paper", "benchmarks.amnet_streaming",
-                   "experiments.neuraldiff_generations", "neuraldiff.cli",
-                   "benchmarks.train_step_backends", "launch.tpu_vm", "launch.slurm",
-                   "experiments.sweep", "experiments.compare", "experiments.torch_baselines.train",
-                   "benchmarks.run", "benchmarks.profile"):
-        out = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=_env(),
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", FLAGS_SCRIPT, *ENTRY_POINTS], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    # The check catches a duplicate: a module that defines an existing flag again fails.
+    duplicate = subprocess.run(
+        [sys.executable, "-c", FLAGS_SCRIPT.replace(
+            "importlib.import_module(module)",
+            "importlib.import_module(module); flags.DEFINE_string('workdir', '', '')"),
+         "experiments.train"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=HANG_GUARD_S)
+    assert duplicate.returncode == 1 and "DuplicateFlagError" in duplicate.stdout

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from neuraldiff import coding, hashed, model_file, package, posthoc, signing, sparse, tree, updates
 from neuraldiff.package import TensorUpdate
+from tests.conftest import HANG_GUARD_S
 from tests.test_train import ROOT, _env
 
 
@@ -406,7 +407,7 @@ def test_zstd_patch_is_lossless_and_small_for_a_small_change():
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "neuraldiff.cli", *args], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def test_cli_keygen_pack_verify_apply_and_refusals(tmp_path):

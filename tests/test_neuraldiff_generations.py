@@ -9,7 +9,7 @@ import numpy as np
 
 from experiments import compare
 from neuraldiff import model_file, package
-from tests.conftest import tiny_name
+from tests.conftest import HANG_GUARD_S, tiny_name
 from tests.test_train import ROOT, _env
 
 
@@ -24,7 +24,7 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
              f"--config.base_run={tiny_dense_run}", f"--config.data.name={tiny_name(0)}",
              f"--data_dir={tiny_data_dir}", f"--workdir={workdir}",
              "--config.sparse_budgets=0.05"],
-            cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=600)
+            cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
         assert out.returncode == 0, out.stderr[-4000:]
         return out
 

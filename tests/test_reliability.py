@@ -15,15 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import checkpointing, frontend, optim, train_step, trainer
+from amnet import checkpointing, frontend, objective, optim, train_step, trainer
 from amnet.metric_writers import read_metrics
 from amnet.transducer import Transducer, TransducerConfig
 from experiments.configs import baseline
-from tests.conftest import tiny_name
+from tests.conftest import HANG_GUARD_S, tiny_name
 from tests.test_train import ROOT, _env, _final_params, _leaves, _run, _train_command
 
 STEPS = ["--config.train.steps=30", "--config.train.checkpoint_every=3",
-         "--config.train.eval_every=100"]
+         "--config.train.eval_every=100", "--config.train.log_every=2"]
 
 
 def _checkpoint_steps(workdir):
@@ -38,14 +38,30 @@ def _start(workdir, data_dir, *extra):
                             text=True)
 
 
-def _wait_for_checkpoint(process, workdir, at_least):
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        steps = _checkpoint_steps(workdir)
-        if steps and steps[-1] >= at_least:
-            return steps[-1]
+def _logged_lines(workdir) -> int:
+    """Complete lines of metrics.jsonl (a line being written is not counted)."""
+    path = Path(workdir) / "metrics.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _wait_for(condition, process, what):
+    """Polls `condition()` while `process` runs; only a hang (HANG_GUARD_S) fails on time."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while process.poll() is None:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"hang: no {what} after {HANG_GUARD_S} s")
         time.sleep(0.02)
-    raise AssertionError(f"no checkpoint >= {at_least} (exit {process.poll()})")
+    _, err = process.communicate()
+    raise AssertionError(f"the run exited ({process.returncode}) before {what}:\n{err[-3000:]}")
+
+
+def _wait_for_checkpoint(process, workdir, at_least):
+    _wait_for(lambda: (_checkpoint_steps(workdir) or [0])[-1] >= at_least, process,
+              f"checkpoint >= {at_least}")
+    return _checkpoint_steps(workdir)[-1]
 
 
 def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params(
@@ -66,13 +82,11 @@ def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params
         resume = ["--resume"]
 
     # Preemption: SIGTERM saves a checkpoint after the step in flight and exits cleanly.
-    start_steps, logged = _checkpoint_steps(chaos), len(read_metrics(chaos))
+    start_steps, logged = _checkpoint_steps(chaos), _logged_lines(chaos)
     process = _start(chaos, tiny_data_dir, "--resume", "--config.train.checkpoint_every=1000")
-    deadline = time.time() + 300
-    while time.time() < deadline and len(read_metrics(chaos)) == logged:  # training has begun
-        time.sleep(0.02)
+    _wait_for(lambda: _logged_lines(chaos) > logged, process, "training step logged")
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 0, err[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["preempted"] == "SIGTERM" and result["step"] < 30
@@ -107,7 +121,10 @@ def _tiny_step():
              "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
              "token_lengths": np.full(8, 8, np.int32),
              "weights": np.ones(8, np.float32)}
-    return train_step.make_train_step(model, optimizer, mesh, front, None), state, batch, mesh
+    step = train_step.make_train_step(model, optimizer, mesh, front, None,
+                                      objective.rnnt_objective(model, config.loss),
+                                      normalization=config.loss.normalization)
+    return step, state, batch, mesh
 
 
 def test_a_nan_batch_skips_the_update_and_is_counted():
@@ -134,7 +151,8 @@ def test_repeated_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(
     config = baseline.get_config("tiny")
     config.data.name = tiny_name(0)
     config.data.data_dir = str(tiny_data_dir)
-    config.train.update(steps=20, checkpoint_every=4, eval_every=100, max_nonfinite_steps=3)
+    config.train.update(steps=20, checkpoint_every=4, eval_every=100, max_nonfinite_steps=3,
+                        log_every=2)
     original = train_step.global_batch
     calls = {"n": 0}
 
@@ -182,5 +200,5 @@ def test_no_pickle_on_any_loading_path():
 ])
 def test_entry_points_name_bad_flags_and_files(args, message):
     out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
-                         capture_output=True, timeout=120)
+                         capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]

@@ -1,5 +1,6 @@
 """The RNN-T model: streaming equals whole-sequence computation; decoders; a learning test."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -12,6 +13,7 @@ from amnet import decoding, frontend
 from amnet.data import input_pipeline as ip
 from amnet.lstm import LSTMStack
 from amnet.metrics import word_errors
+from amnet.predictor import StatelessPredictor
 from amnet.text import CharTokenizer
 from amnet.transducer import Transducer, TransducerConfig
 from tests.conftest import tiny_name
@@ -46,6 +48,26 @@ def test_lstm_steps_equal_the_sequence_and_stop_at_length(projection):
                 np.testing.assert_allclose(c[1], c_ref[1], atol=1e-5)
     assert not np.any(outputs[1, 4:])
     assert outputs.shape == (2, 7, projection or 8)
+
+
+def test_stateless_predictor_steps_equal_the_sequence_and_see_only_its_context():
+    predictor = StatelessPredictor(input_dim=5, hidden=7, context=3)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5))
+    lengths = jnp.array([6, 4])
+    params = predictor.init(jax.random.key(1), x, lengths)
+    outputs, final = predictor.apply(params, x, lengths)
+    carry = predictor.apply(params, 2, method=StatelessPredictor.initial_carry)
+    for t in range(6):
+        y_t, carry = predictor.apply(params, x[:, t], carry, method=StatelessPredictor.step)
+        np.testing.assert_allclose(outputs[0, t], y_t[0], atol=1e-6)
+        if t == 3:  # the second sequence ends here: its final window is this one
+            np.testing.assert_allclose(final[1], carry[1], atol=1e-6)
+    assert not np.any(outputs[1, 4:])
+    # Position 5 sees inputs 3..5 only: changing input 2 leaves it unchanged.
+    changed = x.at[:, 2].add(1.0)
+    again, _ = predictor.apply(params, changed, lengths)
+    np.testing.assert_allclose(again[0, 5], outputs[0, 5], atol=1e-6)
+    assert not np.allclose(again[0, 4], outputs[0, 4])
 
 
 @pytest.mark.parametrize("projection", [None, 5])
@@ -103,8 +125,9 @@ def test_fused_and_materialized_model_losses_agree():
     np.testing.assert_allclose(fused, naive, rtol=1e-5)
 
 
-def test_streaming_greedy_equals_batch_greedy_and_beam_of_one():
-    model = Transducer(SMALL)
+@pytest.mark.parametrize("predictor", ["lstm", "stateless"])
+def test_streaming_greedy_equals_batch_greedy_and_beam_of_one(predictor):
+    model = Transducer(dataclasses.replace(SMALL, predictor=predictor))
     features, lengths, targets, target_lengths = _batch(2)
     params = model.init(jax.random.key(3), features, lengths, targets, target_lengths)["params"]
     tokens, counts = decoding.greedy_decode(model, params, features, lengths, max_length=20,

@@ -98,6 +98,39 @@ def make_builder(size: str, generation: int, *, data_dir: str | None = None,
                           data_dir=data_dir, num_workers=num_workers)
 
 
+def split_plans(config: SpokenCommandsConfig, split: str,
+                speakers: dict | None = None) -> list[recipe.UtterancePlan]:
+    """The plans of one split of a corpus config, in the order the builder writes them."""
+    size = SIZES[config.size]
+    sizes = size.base if config.generation == 0 else size.update
+    speakers = speakers or recipe.speakers_by_split(Synthesizer().variants(), config.seed)
+    total = getattr(sizes, split)
+    replay = round(total * size.replay_share) if split == "train" and config.generation else 0
+    return recipe.plan_split(generation=config.generation, split=split,
+                             num_fresh=total - replay, num_replay=replay,
+                             speakers=speakers[split], seed=config.seed)
+
+
+# SNR bands of the per-condition report, dB.
+SNR_BANDS = ((5.0, 10.0), (10.0, 20.0), (20.0, 30.0))
+
+
+def conditions(name: str, split: str) -> dict[str, dict[str, str]]:
+    """Recording conditions of every utterance of a split, by id: its eSpeak `accent`, `noise`
+    ("clean" or the colour) and `snr` band, recomputed from the corpus recipe (nothing is read
+    from the audio). Empty for datasets that are not this corpus."""
+    builder = builder_from_name(name)
+    if builder is None:
+        return {}
+    out = {}
+    for plan in split_plans(builder.builder_config, split):
+        band = next(f"{lo:g}-{hi:g} dB" for lo, hi in SNR_BANDS if plan.snr_db <= hi)
+        out[plan.key] = {"accent": plan.speaker.accent,
+                         "noise": plan.noise_color or "clean",
+                         "snr": band if plan.noise_color else "clean"}
+    return out
+
+
 def _render_examples(plans: list[recipe.UtterancePlan]) -> list[tuple[str, dict]]:
     return [(plan.key, {
         "speech": speech,
@@ -142,22 +175,12 @@ class SpokenCommands(tfds.core.GeneratorBasedBuilder):
         tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(tfds_shuffle.MAX_MEM_BUFFER_SIZE,
                                                SHUFFLE_MEMORY_BYTES)
         config: SpokenCommandsConfig = self.builder_config
-        size = SIZES[config.size]
-        sizes = size.base if config.generation == 0 else size.update
         speakers = recipe.speakers_by_split(Synthesizer().variants(), config.seed)
         self.info.metadata.update(seed=config.seed, generation=config.generation,
                                   size=config.size,
                                   speakers={k: len(v) for k, v in speakers.items()})
-        generators = {}
-        for split in recipe.SPLITS:
-            total = getattr(sizes, split)
-            replayed = split == "train" and config.generation > 0
-            replay = round(total * size.replay_share) if replayed else 0
-            plans = recipe.plan_split(generation=config.generation, split=split,
-                                      num_fresh=total - replay, num_replay=replay,
-                                      speakers=speakers[split], seed=config.seed)
-            generators[split] = self._generate_examples(plans)
-        return generators
+        return {split: self._generate_examples(split_plans(config, split, speakers))
+                for split in recipe.SPLITS}
 
     def _generate_examples(self, plans: list[recipe.UtterancePlan]):
         chunks = [plans[i: i + recipe.RENDER_CHUNK]

@@ -53,8 +53,13 @@ def to_torch(params: Params, config: TransducerConfig) -> TorchTransducer:
         layer = encoder[f"layers_{i}"]
         convert = _lowrank_to_torch if spec.kind == "lowrank" else _lstm_to_torch
         state.update(convert(layer, f"encoder.{i}", projection))
-    for i in range(config.predictor_layers):
-        state.update(_lstm_to_torch(params["predictor"][f"layers_{i}"], f"predictor.{i}", False))
+    if config.predictor == "stateless":
+        state.update({"predictor.0.weight": _t(params["predictor"]["layer"]["kernel"]).T
+                      .contiguous(), "predictor.0.bias": _t(params["predictor"]["layer"]["bias"])})
+    else:
+        for i in range(config.predictor_layers):
+            state.update(_lstm_to_torch(params["predictor"][f"layers_{i}"], f"predictor.{i}",
+                                        False))
     state.update({
         "embed.weight": _t(params["embed"]["embedding"]),
         "encoder_to_joint.weight": _t(params["encoder_to_joint"]["kernel"]).T.contiguous(),
@@ -62,6 +67,9 @@ def to_torch(params: Params, config: TransducerConfig) -> TorchTransducer:
         "predictor_to_joint.weight": _t(params["predictor_to_joint"]["kernel"]).T.contiguous(),
         "output.weight": _t(params["output_kernel"]).T.contiguous(),
         "output.bias": _t(params["output_bias"])})
+    if config.ctc_head:
+        state.update({"ctc_output.weight": _t(params["ctc_output"]["kernel"]).T.contiguous(),
+                      "ctc_output.bias": _t(params["ctc_output"]["bias"])})
     model.load_state_dict(state, strict=True)
     if spec.kind == "sparse":
         for layer in model.encoder:
@@ -111,12 +119,17 @@ def to_jax(model: TorchTransducer) -> Params:
                         layer.masks[name]).T
     return {
         "encoder": {"branch_0": encoder},
-        "predictor": {f"layers_{i}": lstm(f"predictor.{i}", False)
-                      for i in range(config.predictor_layers)},
+        "predictor": ({"layer": {"kernel": _n(state["predictor.0.weight"]).T,
+                                 "bias": _n(state["predictor.0.bias"])}}
+                      if config.predictor == "stateless" else
+                      {f"layers_{i}": lstm(f"predictor.{i}", False)
+                       for i in range(config.predictor_layers)}),
         "embed": {"embedding": _n(state["embed.weight"])},
         "encoder_to_joint": {"kernel": _n(state["encoder_to_joint.weight"]).T,
                              "bias": _n(state["encoder_to_joint.bias"])},
         "predictor_to_joint": {"kernel": _n(state["predictor_to_joint.weight"]).T},
         "output_kernel": _n(state["output.weight"]).T,
         "output_bias": _n(state["output.bias"]),
+        **({"ctc_output": {"kernel": _n(state["ctc_output.weight"]).T,
+                           "bias": _n(state["ctc_output.bias"])}} if config.ctc_head else {}),
     }

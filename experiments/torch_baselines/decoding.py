@@ -18,7 +18,8 @@ def greedy_decode(model: TorchTransducer, features: torch.Tensor, lengths: torch
     results = []
     for b in range(features.shape[0]):
         tokens: list[int] = []
-        pred, carries = _advance(model, blank, [None] * len(model.predictor))
+        pred, carries = _advance(model, blank, [None] * len(model.predictor)
+                                 if model.config.predictor == "lstm" else [])
         for t in range(int(lengths[b])):
             for _ in range(max_symbols_per_frame):
                 best = int(model.joint(enc[b, t][None], pred).argmax(-1))
@@ -31,7 +32,12 @@ def greedy_decode(model: TorchTransducer, features: torch.Tensor, lengths: torch
 
 
 def _advance(model: TorchTransducer, token: int, carries: list):
-    """The prediction network after one more token: (pred_proj `[1, J]`, new carries)."""
+    """The prediction network after one more token: (pred_proj `[1, J]`, new carries); the
+    carries of a stateless predictor are the labels so far."""
+    if model.config.predictor == "stateless":
+        history = [*carries, token][-model.config.predictor_context:]
+        x = model.embed(torch.tensor([history]))
+        return model.predictor_to_joint(model.stateless(x)[:, -1]), history
     x = model.embed(torch.tensor([[token]]))
     new = []
     for layer, carry in zip(model.predictor, carries, strict=True):

@@ -105,27 +105,47 @@ class TorchTransducer(nn.Module):
             self.encoder = nn.ModuleList(MaskedLSTM(d, config.encoder_hidden,
                                                     config.encoder_projection) for d in dims)
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
-        pred_dims = [config.embed_dim] + [config.predictor_hidden] * (config.predictor_layers - 1)
-        self.predictor = nn.ModuleList(MaskedLSTM(d, config.predictor_hidden, None)
-                                       for d in pred_dims)
+        if config.predictor == "stateless":  # amnet.predictor: the last c labels, one layer
+            self.predictor = nn.ModuleList([nn.Linear(config.predictor_context * config.embed_dim,
+                                                      config.predictor_hidden)])
+        else:
+            pred_dims = ([config.embed_dim]
+                         + [config.predictor_hidden] * (config.predictor_layers - 1))
+            self.predictor = nn.ModuleList(MaskedLSTM(d, config.predictor_hidden, None)
+                                           for d in pred_dims)
         self.encoder_to_joint = nn.Linear(out, config.joint_dim)
         self.predictor_to_joint = nn.Linear(config.predictor_hidden, config.joint_dim, bias=False)
         self.output = nn.Linear(config.joint_dim, config.vocab_size)
+        self.ctc_output = nn.Linear(out, config.vocab_size) if config.ctc_head else None
 
-    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features `[B, T, D]` -> enc_proj `[B, T, J]`."""
+    def encoder_outputs(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features `[B, T, D]` -> the encoder's last layer `[B, T, P]`."""
         x = features
         for layer in self.encoder:
             x = layer(x, lengths)
-        return self.encoder_to_joint(x)
+        return x
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features `[B, T, D]` -> enc_proj `[B, T, J]`."""
+        return self.encoder_to_joint(self.encoder_outputs(features, lengths))
 
     def predict(self, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """targets `[B, U]` -> pred_proj `[B, U+1, J]`."""
         start = torch.full_like(targets[:, :1], self.config.blank)
         x = self.embed(torch.cat([start, targets], dim=1))
+        if self.config.predictor == "stateless":
+            return self.predictor_to_joint(self.stateless(x))
         for layer in self.predictor:
             x = layer(x, target_lengths + 1)
         return self.predictor_to_joint(x)
+
+    def stateless(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings `[B, L, E]` -> relu(window of the last c @ W + b) `[B, L, H]`, zeros before
+        the start (`amnet.predictor.StatelessPredictor`)."""
+        context = self.config.predictor_context
+        padded = nn.functional.pad(x, (0, 0, context - 1, 0))
+        windows = torch.cat([padded[:, k: k + x.shape[1]] for k in range(context)], dim=-1)
+        return torch.relu(self.predictor[0](windows))
 
     def joint(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
         """Logits `[..., V]` from broadcastable enc_proj and pred_proj `[..., J]`."""
@@ -133,6 +153,12 @@ class TorchTransducer(nn.Module):
 
     def forward(self, features, lengths, targets, target_lengths) -> torch.Tensor:
         """Logits `[B, T, U+1, V]`."""
-        enc = self.encode(features, lengths)
+        return self.forward_with_ctc(features, lengths, targets, target_lengths)[0]
+
+    def forward_with_ctc(self, features, lengths, targets, target_lengths,
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Joint logits `[B, T, U+1, V]` and the CTC head's logits `[B, T, V]` (or None)."""
+        outputs = self.encoder_outputs(features, lengths)
         pred = self.predict(targets, target_lengths)
-        return self.joint(enc[:, :, None], pred[:, None])
+        logits = self.joint(self.encoder_to_joint(outputs)[:, :, None], pred[:, None])
+        return logits, (self.ctc_output(outputs) if self.ctc_output is not None else None)

@@ -32,7 +32,7 @@ import safetensors.torch
 import torch
 from absl import app, flags, logging
 
-from amnet import build, frontend, optim, pruning, scoring, train_step, trainer
+from amnet import build, cmvn, frontend, optim, pruning, scoring, train_step, trainer
 from amnet import results as results_io
 from amnet.data import input_pipeline
 from amnet.flops import LinearSpec
@@ -108,6 +108,19 @@ def prepare(config: ml_collections.ConfigDict, workdir: Path, restart: bool) -> 
     (workdir / "config.json").write_text(config.to_json(indent=2))
 
 
+def asr_loss(rnnt: torch.Tensor, ctc_logits: torch.Tensor, lengths: torch.Tensor,
+             tokens: torch.Tensor, token_lengths: torch.Tensor, loss: ml_collections.ConfigDict,
+             step: int, blank: int) -> torch.Tensor:
+    """`amnet.objective.asr_loss` in PyTorch: (1 - w) rnnt + w ctc (CTC alone during the
+    warm-up); utterances whose targets do not fit their frames get no CTC cost."""
+    ctc = torch.nn.functional.ctc_loss(
+        torch.log_softmax(ctc_logits, dim=-1).transpose(0, 1), tokens, lengths, token_lengths,
+        blank=blank, reduction="none", zero_infinity=True)
+    if step < loss.get("ctc_only_steps", 0):
+        return ctc
+    return (1.0 - loss.ctc_weight) * rnnt + loss.ctc_weight * ctc
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init: str = "jax",
                        restart: bool = False) -> dict:
     """The whole run; returns its metrics.json record."""
@@ -122,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
     spec = LinearSpec.parse(model_config.encoder_branches[0])
     if spec.kind == "sparse" and "pruning" not in config:
         raise ValueError("a sparse encoder needs a `pruning` block in the config")
+    # The JAX runner's CMVN statistics (the same subset of the same split).
+    config = cmvn.resolve(config, lambda: trainer.open_dataset(config, config.data.train_split))
     prepare(config, workdir, restart)
     torch.manual_seed(config.seed)
     front, augment = build.frontend_configs(config)
@@ -160,9 +175,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
         features, lengths = features_of(device_batch, step - 1)
         feats, lens, tokens, token_lengths, weights = _trimmed(features, lengths, batch)
         model.train()
-        costs = rnnt_loss(model(feats, lens, tokens, token_lengths), lens, tokens,
-                          token_lengths, blank=model_config.blank)
-        loss = (costs * weights).sum() / weights.sum()
+        logits, ctc_logits = model.forward_with_ctc(feats, lens, tokens, token_lengths)
+        costs = rnnt_loss(logits, lens, tokens, token_lengths, blank=model_config.blank)
+        if ctc_logits is not None:
+            costs = asr_loss(costs, ctc_logits, lens, tokens, token_lengths, config.loss,
+                             step - 1, model_config.blank)
+        per_row = token_lengths.float() if build.loss_normalization(config) == "token" else 1.0
+        loss = (costs * weights).sum() / (weights * per_row).sum()
         adamw.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, o.clip_norm))

@@ -1,0 +1,110 @@
+r"""Decode a finished run's split with chosen decoders: greedy, beam, beam + LM (a grid of fusion
+weights), CTC greedy; prints a WER table. The fusion weights of a recipe are chosen with it on
+the validation split, never on test.
+
+    python -m experiments.decode --run_dir=runs/demo --split=validation \
+        --lm_weights=0.3,0.5,0.7 --length_bonus=0.5,1.0,1.5 [--lm_order=6] [--lexicon]
+
+The LM is the run's (`lm.safetensors`, built from its training transcripts on first use), or,
+with --lm_order other than the run's, one of that order built from the same transcripts (kept
+in memory).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from amnet import build, checkpointing, decoding, lm, train_step, trainer
+from amnet.transducer import Transducer
+
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run (experiments.train).",
+                               required=True)
+_SPLIT = flags.DEFINE_string("split", "validation", "Split of the run's dataset to decode.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the corpus is (default: the run's).")
+_BEAM = flags.DEFINE_integer("beam", None, "Beam width (default: the run's lm.beam).")
+_LM_ORDER = flags.DEFINE_integer("lm_order", None, "n-gram order (default: the run's).")
+_LM_WEIGHTS = flags.DEFINE_list("lm_weights", [], "LM weights to try (none: the run's).")
+_LENGTH_BONUS = flags.DEFINE_list("length_bonus", [], "Length bonuses to try (none: the run's).")
+_LEXICON = flags.DEFINE_bool("lexicon", False, "Also constrain words to the training lexicon.")
+_PLAIN = flags.DEFINE_bool("plain", True, "Also decode greedy, beam without LM and CTC greedy.")
+_OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")
+
+
+def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon: bool,
+                weights: Sequence[float], bonuses: Sequence[float]):
+    """[(label, Fusion)] for every (weight, bonus) pair."""
+    run_order = config.lm.order
+    if order is None or order == run_order:
+        ngram = trainer.run_lm(config, run_dir, tokenizer)[0][0]
+    else:
+        source = trainer.open_dataset(config, config.data.train_split)
+        sentences = [tokenizer.encode(trainer.text_of(source[i]["text"]))
+                     for i in range(len(source))]
+        ngram = lm.build_ngram(sentences, tokenizer.vocab_size, order)
+    automata = [ngram]
+    if lexicon:
+        config = config.copy_and_resolve_references()
+        config.lm.lexicon = True
+        automata.append(trainer.run_lm(config, run_dir, tokenizer)[0][1])
+    out = []
+    for weight, bonus in itertools.product(weights, bonuses):
+        label = f"beam + {ngram.info['order']}-gram LM, weight {weight:g}, bonus {bonus:g}"
+        if lexicon:
+            label += f", lexicon {config.lm.lexicon_weight:g}"
+        fusion_weights = [weight] + ([config.lm.lexicon_weight] if lexicon else [])
+        out.append((label, decoding.Fusion.of(automata, fusion_weights, bonus)))
+    return out
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    run_dir = Path(_RUN_DIR.value)
+    config = trainer.read_run_config(run_dir, _DATA_DIR.value)
+    tokenizer = trainer.make_tokenizer(config)
+    front, _ = build.frontend_configs(config)
+    model = Transducer(build.model_config(config, tokenizer.vocab_size))
+    params, _ = checkpointing.load_params(run_dir)
+    mesh = train_step.make_mesh(1)
+    split = trainer.open_eval_split(config, _SPLIT.value, tokenizer)
+    beam = _BEAM.value or config.lm.beam
+    common = {"max_length": config.eval.max_length,
+              "max_symbols_per_frame": config.eval.max_symbols_per_frame}
+    decoders = {}
+    if _PLAIN.value:
+        decoders["greedy"] = train_step.make_decoder(model, front, beam=0, **common)
+        decoders[f"beam {beam}"] = train_step.make_decoder(model, front, beam=beam, **common)
+        if model.config.ctc_head:
+            decoders["CTC greedy"] = train_step.make_ctc_decoder(model, front)
+    weights = [float(w) for w in _LM_WEIGHTS.value] or [config.lm.weight]
+    bonuses = [float(b) for b in _LENGTH_BONUS.value] or [config.lm.length_bonus]
+    for label, fusion in fusion_grid(config, run_dir, tokenizer, order=_LM_ORDER.value,
+                                     lexicon=_LEXICON.value, weights=weights, bonuses=bonuses):
+        decoders[label] = train_step.make_decoder(model, front, beam=beam, fusion=fusion,
+                                                  **common)
+    rows = []
+    print(f"| {_SPLIT.value} of {run_dir} | WER | substitutions | deletions | insertions | s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, decode in decoders.items():
+        start = time.perf_counter()
+        counts, _ = trainer.validate({label: decode}, None, params, split, tokenizer, mesh)
+        c = counts[label]
+        seconds = time.perf_counter() - start
+        rows.append({"decoder": label, "wer": c.rate, "substitutions": c.substitutions,
+                     "deletions": c.deletions, "insertions": c.insertions,
+                     "words": c.reference_length, "seconds": seconds})
+        print(f"| {label} | {c.rate:.2%} | {c.substitutions} | {c.deletions} | {c.insertions} "
+              f"| {seconds:.0f} |", flush=True)
+    if _OUT.value:
+        Path(_OUT.value).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
