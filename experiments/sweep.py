@@ -44,8 +44,8 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
+from amnet import cmvn, trainer
 from amnet import results as results_io
-from amnet import trainer
 
 FRAMEWORKS = {"jax": "experiments.train", "torch": "experiments.torch_baselines.train"}
 MODES = ("local", "commands", "tpu_vm", "slurm")
@@ -178,7 +178,8 @@ def status(run: Run, config: ml_collections.ConfigDict, run_dir: Path) -> str:
             raise SweepError(f"run {run.name}: {run_dir} holds results but no config.json (not "
                              "a run of this sweep); move it away or rename the run")
         stored = json.loads((run_dir / "config.json").read_text())
-        current = json.loads(config.to_json())
+        # The CMVN statistics a run computed for itself are part of its stored config.
+        current = json.loads(cmvn.resolve(config, stored=run_dir / "config.json").to_json())
         for both in (stored, current):
             both.get("data", {}).pop("data_dir", None)
         changed = trainer.config_differences(stored, current)

@@ -161,7 +161,8 @@ def test_the_stateless_predictor_and_ctc_head_agree_and_round_trip():
     _, t_ctc = torch_model.forward_with_ctc(tensors[0], tensors[1], tensors[2].long(),
                                             tensors[3])
     valid = np.arange(7)[None, :] < lengths[:, None]
-    np.testing.assert_allclose(t_pred.detach().numpy(), pred, atol=1e-5)
+    seen = np.arange(5)[None, :] <= target_lengths[:, None]  # positions past a length are padding
+    np.testing.assert_allclose(t_pred.detach().numpy()[seen], np.asarray(pred)[seen], atol=1e-5)
     np.testing.assert_allclose(t_ctc.detach().numpy()[valid], np.asarray(ctc_logits)[valid],
                                atol=1e-5)
     back = convert.to_jax(torch_model)
