@@ -90,14 +90,14 @@ def test_the_tiny_run_learned_from_the_audio(tiny_dense_run):
     """A real learning test (the probes of docs/rnnt.md, on the unseen validation utterances):
     after 300 steps the transducer's likelihood depends on what was said, not only on the
     labels: replacing the encoder output by its time mean, or by another utterance's, must
-    cost at least 0.15 nats per token (measured: 0.30 and 0.32 with this config)."""
+    cost at least 0.15 nats per token (measured: 0.29 and 0.28 with this config), and more at
+    step 300 than at step 150 (measured: 0.17 and 0.21 there)."""
     evals = [r for r in read_metrics(tiny_dense_run) if "eval/loss_per_token" in r]
     assert [r["step"] for r in evals] == [150, 300]
     first, last = evals
     for probe in ("probe", "swap"):
-        rise = last[f"eval/{probe}_loss_per_token"] - last["eval/loss_per_token"]
-        assert rise >= 0.15, (probe, last)
-    assert last["eval/loss_per_token"] < first["eval/loss_per_token"]
+        rise = [r[f"eval/{probe}_loss_per_token"] - r["eval/loss_per_token"] for r in evals]
+        assert rise[1] >= 0.15 and rise[1] > rise[0], (probe, first, last)
 
 
 DP_SCRIPT = """
