@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,7 @@ class MetricWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+            self._tb = _summary_writer(workdir / "tensorboard")
 
     def write(self, step: int, scalars: dict[str, Any]) -> None:
         if not self._enabled:
@@ -45,6 +44,20 @@ class MetricWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _summary_writer(logdir: Path):
+    """tensorboardX's writer, imported without PyTorch: tensorboardX imports torch whenever it is
+    installed (2 s of every run's start), and scalars do not need it."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter(str(logdir))
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:

@@ -173,6 +173,23 @@ LM_FILE = "lm.safetensors"
 LEXICON_FILE = "lexicon.safetensors"
 
 
+TEST_DECODERS = ("greedy", "beam", "beam_lm")
+
+
+def test_decoders(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The decoders a finished run transcribes its test split with (`eval.test_decoders`;
+    by default all, `beam_lm` when the config has an `lm` block); the CTC head is scored too."""
+    default = TEST_DECODERS if "lm" in config else TEST_DECODERS[:2]
+    wanted = tuple(config.eval.get("test_decoders", None) or default)
+    unknown = sorted(set(wanted) - set(TEST_DECODERS))
+    if unknown or "greedy" not in wanted:
+        raise ValueError(f"eval.test_decoders={list(wanted)}: choose from {list(TEST_DECODERS)}, "
+                         "greedy included")
+    if "beam_lm" in wanted and "lm" not in config:
+        raise ValueError("eval.test_decoders has beam_lm but the config has no `lm` block")
+    return wanted
+
+
 def run_lm(config: ml_collections.ConfigDict, workdir: Path, tokenizer, source=None,
            ) -> tuple[list[lm.Automaton], list[float], float]:
     """(automata, weights, length bonus) of the run's shallow fusion (`lm` config block): the
@@ -390,6 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     if config.eval.batch_size % devices:
         raise ValueError(f"eval batch size {config.eval.batch_size} is not divisible by the "
                          f"{devices} devices of the mesh")
+    test_decoders(config)  # a bad list fails now, not after training
     config = cmvn.resolve(config, lambda: open_dataset(config, config.data.train_split),
                           stored=workdir / "config.json" if resume else None)
     prepare_run_dir(workdir, config, resume)
@@ -510,10 +528,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
         results["preempted"] = preempted
     elif int(state.step) == config.train.steps:
         test_split = open_eval_split(config, config.data.test_split, tokenizer)
-        decoders = {"greedy": decode_greedy, "beam": train_step.make_decoder(
-            model, front, beam=config.eval.beam, max_length=config.eval.max_length,
-            max_symbols_per_frame=config.eval.max_symbols_per_frame)}
-        if "lm" in config:
+        wanted = test_decoders(config)
+        decoders = {"greedy": decode_greedy}
+        if "beam" in wanted:
+            decoders["beam"] = train_step.make_decoder(
+                model, front, beam=config.eval.beam, max_length=config.eval.max_length,
+                max_symbols_per_frame=config.eval.max_symbols_per_frame)
+        if "beam_lm" in wanted:
             fusion = decoding.Fusion.of(*run_lm(config, workdir, tokenizer, train_source))
             decoders["beam_lm"] = train_step.make_decoder(
                 model, front, beam=config.lm.beam, max_length=config.eval.max_length,

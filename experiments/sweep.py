@@ -155,7 +155,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
                                  f"(override {key!r})")
         if leaf not in node:
             raise SweepError(f"{source}: no config field {key!r}")
-        if isinstance(node[leaf], tuple) and isinstance(value, list):
+        if isinstance(value, list) and (node[leaf] is None or isinstance(node[leaf], tuple)):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         try:
             node[leaf] = value

@@ -64,7 +64,8 @@ def test_wordpiece_librispeech_config_trains_on_a_fake_librispeech(tiny_data_dir
     out = subprocess.run(
         [sys.executable, "-m", "experiments.train",
          f"--config={ROOT}/experiments/configs/librispeech.py:tiny", f"--workdir={tmp_path}/run",
-         f"--config.data.data_dir={tmp_path}", f"--config.data.tokenizer={tokenizer}.model"],
+         f"--config.data.data_dir={tmp_path}", f"--config.data.tokenizer={tokenizer}.model",
+         "--config.eval.test_decoders=greedy"],
         cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -23,6 +23,7 @@ from tests.conftest import HANG_GUARD_S, tiny_name
 from tests.test_train import ROOT, _env, _final_params, _leaves, _run, _train_command
 
 STEPS = ["--config.train.steps=30", "--config.train.checkpoint_every=3",
+         "--config.eval.test_decoders=greedy",
          "--config.train.eval_every=100", "--config.train.log_every=2"]
 
 

@@ -14,7 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from amnet import results as results_io
+from amnet import trainer
 from amnet.metric_writers import read_metrics
+from experiments.configs.baseline import get_config
 from tests.conftest import HANG_GUARD_S, tiny_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +149,7 @@ def _free_port():
 
 def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp_path):
     steps = ["--config.train.steps=4", "--config.train.eval_every=100",
-             "--config.train.checkpoint_every=100"]
+             "--config.train.checkpoint_every=100", "--config.eval.test_decoders=greedy"]
     _run(_train_command(tmp_path / "single", tiny_data_dir, *steps), devices=4)
     port = _free_port()
     processes = [subprocess.Popen(
@@ -170,6 +172,23 @@ def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp
     assert not list((tmp_path / "multi").glob("outputs-*-of-*.jsonl"))
     assert results_io.read_metrics(tmp_path / "multi" / "metrics.json")["hardware"][
         "processes"] == 2
+
+
+def test_the_test_decoders_default_to_all_and_a_bad_list_is_named():
+    config = get_config("tiny")
+    assert trainer.test_decoders(config) == ("greedy", "beam", "beam_lm")
+    config.eval.test_decoders = ("greedy",)
+    assert trainer.test_decoders(config) == ("greedy",)
+    for wrong, message in ((("beam",), "greedy included"), (("greedy", "bean"), "choose from")):
+        config.eval.test_decoders = wrong
+        with pytest.raises(ValueError, match=message):
+            trainer.test_decoders(config)
+    del config["lm"]
+    config.eval.test_decoders = None
+    assert trainer.test_decoders(config) == ("greedy", "beam")
+    config.eval.test_decoders = ("greedy", "beam_lm")
+    with pytest.raises(ValueError, match="no `lm` block"):
+        trainer.test_decoders(config)
 
 
 @pytest.mark.parametrize("extra, message", [

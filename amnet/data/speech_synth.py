@@ -19,8 +19,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import scipy.io.wavfile
-import scipy.signal
 
 ESPEAK_SAMPLE_RATE = 22_050
 TARGET_SAMPLE_RATE = 16_000
@@ -128,6 +126,8 @@ class _CommandBackend:
         wav = subprocess.run(
             [self._binary, "--stdout", "-v", voice, "-s", str(rate_wpm), "-p", str(pitch), text],
             capture_output=True, check=True).stdout
+        import scipy.io.wavfile  # here: scipy.signal and .io cost 1 s of every run's start
+
         rate, samples = scipy.io.wavfile.read(io.BytesIO(wav))
         if rate != ESPEAK_SAMPLE_RATE:
             raise RuntimeError(f"espeak-ng wrote {rate} Hz, expected {ESPEAK_SAMPLE_RATE}")
@@ -170,6 +170,8 @@ class Synthesizer:
         """
         backend = load_backend()
         raw = backend.synthesize(text, speaker.voice, rate_wpm, pitch, seed).astype(np.float64)
+        import scipy.signal
+
         audio = scipy.signal.resample_poly(raw, TARGET_SAMPLE_RATE // 50, ESPEAK_SAMPLE_RATE // 50)
         return np.clip(np.round(audio), -32768, 32767).astype(np.int16)
 

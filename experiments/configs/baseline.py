@@ -111,6 +111,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.eval.beam = 4
     c.eval.max_symbols_per_frame = 5
     c.eval.max_length = 160
+    # Test-split decoders of a finished run (amnet.trainer.TEST_DECODERS; None: all).
+    c.eval.test_decoders = ml_collections.config_dict.placeholder(tuple)
 
     if preset == "tiny":
         c.data.name = "spoken_commands/tiny_g0"
