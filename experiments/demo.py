@@ -19,6 +19,7 @@ reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,6 +113,11 @@ def probe_table(workdir: Path) -> str:
     return "\n".join(rows)
 
 
+def _natural(item: tuple[str, object]) -> list:
+    """Sort key of a (label, value) pair that orders "5-10 dB" before "10-20 dB"."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", item[0])]
+
+
 def conditions_table(workdir: Path, dataset: str, split: str) -> str:
     """Test WER (greedy and the best decoder) per eSpeak accent and per noise condition."""
     outputs = results_io.read_outputs(workdir / results_io.OUTPUTS)
@@ -127,7 +133,7 @@ def conditions_table(workdir: Path, dataset: str, split: str) -> str:
         parts += [f"| {key} | utterances | words | greedy | {best.replace('_', ' + ')} |",
                   "|---|---:|---:|---:|---:|"]
         parts += [f"| {g} | {v['utterances']} | {v['words']} | {v['wer']:.1%} | "
-                  f"{fused[g]['wer']:.1%} |" for g, v in greedy.items()]
+                  f"{fused[g]['wer']:.1%} |" for g, v in sorted(greedy.items(), key=_natural)]
         parts.append("")
     return "\n".join(parts)
 
