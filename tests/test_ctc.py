@@ -72,6 +72,7 @@ def test_the_ctc_term_trains_the_encoder_and_its_weight_and_warmup_apply():
     loss_config = ml_collections.ConfigDict({"ctc_weight": 0.25, "ctc_only_steps": 10})
     fn = objective.rnnt_objective(model, loss_config)
 
+    @jax.jit
     def total(p, step):
         loss, _ = fn(p, features, lengths, batch, None, None, step)
         return jnp.sum(loss)
@@ -84,5 +85,5 @@ def test_the_ctc_term_trains_the_encoder_and_its_weight_and_warmup_apply():
     norm = lambda tree: float(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(tree)))  # noqa: E731
     assert norm(grads["encoder"]) > 0 and norm(grads["ctc_output"]) > 0
     assert norm(grads["predictor"]) == 0.0
-    _, metrics = fn(params, features, lengths, batch, None, None, 10)
+    _, metrics = jax.jit(fn)(params, features, lengths, batch, None, None, 10)
     assert set(metrics) == {"rnnt", "ctc", "ctc_feasible"}

@@ -96,5 +96,6 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
         c.amnet.temperature.decay_steps = 8
         c.pruning.update(end_step=8, every=2)
         c.optimizer.warmup_steps = 2
-        c.train.update(steps=12, eval_every=6, checkpoint_every=4, log_every=2)
+        c.train.update(steps=12, eval_every=12, checkpoint_every=4, log_every=2)
+        c.eval.test_decoders = ("greedy", "beam")  # what the AmNet table reads
     return c
