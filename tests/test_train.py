@@ -109,33 +109,33 @@ from amnet import frontend, objective, optim, train_step
 from amnet.transducer import Transducer, TransducerConfig
 from experiments.configs.baseline import get_config
 config = get_config("tiny")
-devices = int(sys.argv[1])
-mesh = train_step.make_mesh(devices)
 model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))
 optimizer = optim.make_optimizer(config.optimizer, 10)
 front = frontend.FrontendConfig()
-state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
 rng = np.random.default_rng(0)
 batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
          "audio_lengths": rng.integers(6000, 16000, 8).astype(np.int32),
          "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
          "token_lengths": rng.integers(3, 12, 8).astype(np.int32),
          "weights": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)}
-step = train_step.make_train_step(model, optimizer, mesh, front, frontend.SpecAugmentConfig(),
-                                  objective.rnnt_objective(model, config.loss),
-                                  normalization=config.loss.normalization)
-for _ in range(2):
-    state, metrics = step(state, train_step.global_batch(batch, mesh))
-leaves = jax.tree.leaves(jax.device_get(state.params))
-print(json.dumps({"loss": float(metrics["loss"]),
-                  "params": [leaf.ravel()[:50].tolist() for leaf in leaves]}))
+for devices in map(int, sys.argv[1:]):
+    mesh = train_step.make_mesh(devices)
+    state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
+    step = train_step.make_train_step(model, optimizer, mesh, front, frontend.SpecAugmentConfig(),
+                                      objective.rnnt_objective(model, config.loss),
+                                      normalization=config.loss.normalization)
+    for _ in range(2):
+        state, metrics = step(state, train_step.global_batch(batch, mesh))
+    leaves = jax.tree.leaves(jax.device_get(state.params))
+    print(json.dumps({"loss": float(metrics["loss"]),
+                      "params": [leaf.ravel()[:50].tolist() for leaf in leaves]}))
 """
 
 
 def test_data_parallel_step_equals_single_device():
     """Two steps on 1 device vs the same global batch on 4 devices (SpecAugment on)."""
-    one = json.loads(_run([sys.executable, "-c", DP_SCRIPT, "1"], devices=4).stdout)
-    four = json.loads(_run([sys.executable, "-c", DP_SCRIPT, "4"], devices=4).stdout)
+    out = _run([sys.executable, "-c", DP_SCRIPT, "1", "4"], devices=4).stdout
+    one, four = (json.loads(line) for line in out.strip().splitlines()[-2:])
     assert one["loss"] == pytest.approx(four["loss"], rel=1e-5)
     for a, b in zip(one["params"], four["params"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
