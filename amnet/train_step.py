@@ -232,8 +232,8 @@ def make_probe(model: Transducer, frontend_config: frontend.FrontendConfig):
         features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
                                                frontend_config)
         costs = [model.apply({"params": params}, features, lengths, batch["tokens"],
-                             batch["token_lengths"], encoder_probe=probe,
-                             method=Transducer.forward).rnnt for probe in (None, "mean", "swap")]
+                             batch["token_lengths"], encoder_probe=kind,
+                             method=Transducer.forward).rnnt for kind in (None, "mean", "swap")]
         return tuple(costs)
 
     return jax.jit(probe)
