@@ -198,8 +198,7 @@ def run_lm(config: ml_collections.ConfigDict, workdir: Path, tokenizer, source=N
     c = config.lm
     paths = [workdir / LM_FILE] + ([workdir / LEXICON_FILE] if c.lexicon else [])
     if not all(p.exists() for p in paths):
-        source = source if source is not None else open_dataset(config, config.data.train_split)
-        sentences = [tokenizer.encode(text_of(source[i]["text"])) for i in range(len(source))]
+        sentences = training_transcripts(config, tokenizer, source)
         built = [lm.build_ngram(sentences, tokenizer.vocab_size, c.order)]
         if c.lexicon:
             built.append(lm.build_lexicon(sentences, tokenizer.vocab_size,
@@ -220,8 +219,12 @@ def _separator(tokenizer) -> int:
     return int(ids[1])
 
 
-def text_of(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def training_transcripts(config: ml_collections.ConfigDict, tokenizer, source=None,
+                         ) -> list[list[int]]:
+    """The token ids of every transcript of the training split (`source`: its data source)."""
+    source = source if source is not None else open_dataset(config, config.data.train_split)
+    return [tokenizer.encode(input_pipeline.text_of(source[i]["text"]))
+            for i in range(len(source))]
 
 
 def make_tokenizer(config: ml_collections.ConfigDict):

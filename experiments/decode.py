@@ -43,10 +43,8 @@ def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon:
     if order is None or order == run_order:
         ngram = trainer.run_lm(config, run_dir, tokenizer)[0][0]
     else:
-        source = trainer.open_dataset(config, config.data.train_split)
-        sentences = [tokenizer.encode(trainer.text_of(source[i]["text"]))
-                     for i in range(len(source))]
-        ngram = lm.build_ngram(sentences, tokenizer.vocab_size, order)
+        ngram = lm.build_ngram(trainer.training_transcripts(config, tokenizer),
+                               tokenizer.vocab_size, order)
     automata = [ngram]
     if lexicon:
         config = config.copy_and_resolve_references()

@@ -131,13 +131,14 @@ class ScanReport:
         return sum(len(v) for v in self.bad.values())
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A text feature (bytes from array_record, str otherwise) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def check_example(example: dict, tokenizer: Tokenizer, config: PipelineConfig) -> int:
     """Returns the bucket of a valid example; raises BadExample naming it otherwise."""
-    example_id = _text(example.get("id", "<no id>"))
+    example_id = text_of(example.get("id", "<no id>"))
     speech = np.asarray(example["speech"])
     if speech.ndim != 1 or not np.issubdtype(speech.dtype, np.integer):
         raise BadExample("not int16 pcm", example_id, f"speech must be 1-D int16 PCM, got "
@@ -149,7 +150,7 @@ def check_example(example: dict, tokenizer: Tokenizer, config: PipelineConfig) -
     if speech.size == 0:
         raise BadExample("empty audio", example_id, "zero-length audio")
     try:
-        num_tokens = len(tokenizer.encode(_text(example["text"]), example_id=example_id))
+        num_tokens = len(tokenizer.encode(text_of(example["text"]), example_id=example_id))
     except TranscriptError as e:
         raise BadExample("bad transcript", example_id, str(e).split(": ", 1)[1]) from e
     for bucket, (max_samples, max_tokens) in enumerate(config.buckets):
@@ -275,9 +276,9 @@ class LoadBatch(grain.transforms.Map):
             if index < 0:
                 continue
             example = self._source[int(index)]
-            example_id = _text(example["id"])
+            example_id = text_of(example["id"])
             speech = np.asarray(example["speech"]).astype(np.int16)
-            tokens = self._tokenizer.encode(_text(example["text"]), example_id=example_id)
+            tokens = self._tokenizer.encode(text_of(example["text"]), example_id=example_id)
             batch["audio"][row, : speech.size] = speech
             batch["audio_lengths"][row] = speech.size
             batch["tokens"][row, : tokens.size] = tokens
