@@ -116,7 +116,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
 
     if preset == "tiny":
         c.data.name = "spoken_commands/tiny_g0"
-        c.data.buckets = ((96_000, 128),)  # one program to compile per decoder (tests' runs)
+        c.data.buckets = ((96_000, 88),)  # one program to compile per decoder (tests' runs)
         c.frontend.cmvn_utterances = 64
         # Large enough to learn from the audio in 300 steps (tests/test_train.py's probe).
         c.model.update(encoder_layers=1, encoder_hidden=64, embed_dim=16, predictor_hidden=64,
