@@ -122,7 +122,10 @@ def keygen_command(args) -> None:
 def export_command(args) -> None:
     from amnet import checkpointing  # the one command that knows the training runs
 
-    params, _ = checkpointing.load_params(args.run)
+    try:
+        params, _ = checkpointing.load_params(args.run)
+    except checkpointing.CorruptCheckpointError as e:
+        raise ValueError(f"cannot export {args.run}: {e}") from None
     fp = model_file.save(args.out, updates.flat(params))
     print(json.dumps({"model": args.out, "fingerprint": fp}, indent=2))
 

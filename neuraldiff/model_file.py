@@ -2,6 +2,10 @@
 applying an update package to it atomically.
 
 A device's model is a flat dict of float32 tensors named by their '/'-joined parameter paths.
+The file's header metadata carries the model's fingerprint (`package.fingerprint`, SHA-256 over
+names, dtypes, shapes and bytes); `load` recomputes it and refuses a file whose tensors differ
+(a flipped bit in the data that safetensors would read without complaint). Files without one
+(written by another tool) load unchecked.
 `apply_to_file` reads the model, verifies the package (checksum, signature, base fingerprint),
 computes the new model, checks its fingerprint, and only then replaces the file: it writes a
 temporary file in the same directory, fsyncs it, renames it over the old one and fsyncs the
@@ -10,6 +14,7 @@ directory. A failure at any point leaves the old file as it was.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,28 +31,52 @@ class ModelFileError(ValueError):
     """A model file that cannot be read."""
 
 
-def to_bytes(params: Mapping) -> bytes:
-    """A model (nested or flat) as safetensors bytes."""
+FINGERPRINT_KEY = "fingerprint"
+
+
+def _metadata(data: bytes) -> dict:
+    """The `__metadata__` of safetensors bytes (an 8-byte little-endian header length, then
+    the JSON header)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]).get("__metadata__") or {}
+
+
+def to_bytes(params: Mapping, fingerprint: str | None = None) -> bytes:
+    """A model (nested or flat) as safetensors bytes, its fingerprint in the metadata
+    (`fingerprint` when the caller has already computed and checked it)."""
     flat = tree.flatten(params) if any(isinstance(v, Mapping) for v in params.values()) \
         else dict(params)
-    return safetensors.numpy.save({k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()})
+    arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
+    return safetensors.numpy.save(
+        arrays, metadata={FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays)})
 
 
 def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
-    """Flat model from safetensors bytes."""
+    """Flat model from safetensors bytes, checked against the fingerprint it carries.
+
+    Raises:
+      ModelFileError: not a readable safetensors model, or its tensors differ from its
+        fingerprint; the message names `source`.
+    """
     try:
         # Sorted: safetensors returns its tensors in no fixed order, and sums over a model
         # must not depend on the process.
-        return dict(sorted(safetensors.numpy.load(data).items()))
+        params = dict(sorted(safetensors.numpy.load(data).items()))
+        stored = _metadata(data).get(FINGERPRINT_KEY)
     except (safetensors.SafetensorError, ValueError) as e:
         raise ModelFileError(f"{source} is not a readable safetensors model: {e}") from None
+    if stored is not None and package_lib.fingerprint(params) != stored:
+        raise ModelFileError(f"{source}: its tensors differ from the fingerprint in its header "
+                             "(the file changed after it was written)")
+    return params
 
 
 def save(path: str | Path, params: Mapping) -> str:
-    """Writes a model file atomically; returns the model's fingerprint."""
+    """Writes a model file atomically; returns the model's fingerprint (the one in its
+    header)."""
     data = to_bytes(params)
     atomic_write(path, data)
-    return package_lib.fingerprint(from_bytes(data))
+    return _metadata(data)[FINGERPRINT_KEY]
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
@@ -87,8 +116,8 @@ def apply_to_file(model_path: str | Path, package_data: bytes, *, public_key=Non
     package = package_lib.decode(package_data, public_key=public_key,
                                  require_signature=require_signature)
     params = load(model_path)
-    result = package_lib.apply(package, params)
-    atomic_write(out_path or model_path, to_bytes(result))
+    result = package_lib.apply(package, params)  # checks the result's fingerprint
+    atomic_write(out_path or model_path, to_bytes(result, package.result_fingerprint))
     return package
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -234,6 +235,26 @@ def test_wrong_base_is_refused_and_the_device_file_is_unchanged(tmp_path):
         model_file.apply_to_file(device, data)
     assert device.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+
+
+def test_a_model_file_whose_tensors_changed_is_refused_at_load(tmp_path):
+    base = _flat(0)
+    device = tmp_path / "model.safetensors"
+    assert model_file.save(device, base) == package.fingerprint(model_file.load(device))
+    data = bytearray(device.read_bytes())
+    data[-5] ^= 0x01  # inside the last tensor: safetensors alone reads it without complaint
+    device.write_bytes(bytes(data))
+    with pytest.raises(model_file.ModelFileError,
+                       match=f"{device}: its tensors differ from the fingerprint"):
+        model_file.load(device)
+    package_data, _ = package.pack("topk", _all_ops(base)[:1], base)
+    with pytest.raises(model_file.ModelFileError, match="differ from the fingerprint"):
+        model_file.apply_to_file(device, package_data)
+    assert device.read_bytes() == bytes(data)
+    # A safetensors file written by another tool (no fingerprint) loads unchecked.
+    plain = tmp_path / "plain.safetensors"
+    plain.write_bytes(safetensors.numpy.save(base))
+    assert package.fingerprint(model_file.load(plain)) == package.fingerprint(base)
 
 
 def test_every_flipped_byte_and_every_truncation_is_detected():
