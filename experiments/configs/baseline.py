@@ -130,7 +130,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     elif preset == "full":
         c.data.name = "spoken_commands/full_g0"
         # The long preset: the small model on twice the data for 5.3x the steps (21 epochs of
-        # 12,000 utterances; about an hour on a 2-core CPU, minutes on a GPU: docs/results.md).
+        # 12,000 utterances; 67 min of training on a 2-core CPU: docs/results.md).
         # Periodic validation on 10 batches (320 utterances, as small's split) keeps it cheap.
         c.optimizer.update(warmup_steps=300)
         c.train.update(steps=8000, eval_every=1000, eval_batches=10, checkpoint_every=500)
