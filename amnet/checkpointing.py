@@ -47,6 +47,8 @@ class IntegrityError(CorruptCheckpointError):
 
 MANIFEST = "integrity.json"
 _CHUNK = 1 << 20
+# Verdicts of process 0 on a step, broadcast to the others as an integer.
+_VERIFIED, _NO_MANIFEST, _DAMAGED = 1, 2, 3
 
 
 def _digest(path: Path) -> str:
@@ -119,20 +121,20 @@ def _verified(step_dir: Path) -> None:
     Raises:
       IntegrityError: the step's files differ from its manifest.
     """
-    verdict, message = 0, ""
+    verdict, message = _VERIFIED, ""
     if jax.process_index() == 0:
         try:
-            verdict = 1 if verify_manifest(step_dir) else 2
+            verdict = _VERIFIED if verify_manifest(step_dir) else _NO_MANIFEST
         except IntegrityError as e:
-            verdict, message = 3, str(e)
+            verdict, message = _DAMAGED, str(e)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         verdict = int(multihost_utils.broadcast_one_to_all(np.int32(verdict)))
-    if verdict == 3:
+    if verdict == _DAMAGED:
         raise IntegrityError(message or f"{step_dir}: files differ from its {MANIFEST} "
                              "(verified on process 0)")
-    if verdict == 2:
+    if verdict == _NO_MANIFEST:
         logging.warning("checkpoint %s has no %s: restored without verifying its files",
                         step_dir, MANIFEST)
 
