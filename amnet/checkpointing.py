@@ -13,6 +13,8 @@ Orbax stores no checksums, so a flipped bit in an array chunk that still decodes
 restored silently. Each step therefore gets an integrity manifest, `<step>/integrity.json`
 (`{"algorithm": "sha256", "files": {relative path: hex digest}}` over every other file of the
 step), written by process 0 once orbax has finished the step (temporary file, fsync, rename).
+Saves stay asynchronous, so the manifest is written when the next save, `wait` or `close` finds
+the step finished: only the newest step of a run killed in between has none.
 Restoring verifies it first: a digest mismatch or a missing or extra file is an
 `IntegrityError` naming the file (and `restore_latest` falls back to the step before); a step
 without a manifest (a run killed between the data and its manifest, or written before
@@ -151,31 +153,40 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep_best, best_fn=lambda m: m["wer"], best_mode="min",
                 keep_checkpoints_without_metrics=False, create=True))
+        self._unsealed: dict[int, int] = {}  # id(manager) -> step saved, manifest not written
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict,
              wer: float | None = None) -> None:
-        """Saves to `latest`, and to `best` when `wer` is given."""
+        """Saves to `latest`, and to `best` when `wer` is given. Saves are asynchronous: the
+        call returns once the arrays are copied, and a step's manifest is written when the
+        next save, `wait` or `close` finds the step finished."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=ocp.args.JsonSave(data_state),
                                   meta=ocp.args.JsonSave(meta))
-        # The manifest hashes the finished step (and two managers saving the same step at once
-        # would share orbax's multi-host barrier names): let each save finish first. Orbax
-        # skips a step it already holds; such a step keeps the manifest it had.
-        if self._latest.save(step, args=args):
-            self._latest.wait_until_finished()
-            self._seal(self._latest, step)
-        if wer is not None and self._best.save(step, args=args, metrics={"wer": wer}):
-            self._best.wait_until_finished()
-            self._seal(self._best, step)
+        self._start(self._latest, step, args)
+        if wer is not None:
+            # Two managers saving the same step at once would share orbax's multi-host
+            # barrier names: `latest` finishes first (only at evaluation steps).
+            self._finish(self._latest)
+            self._start(self._best, step, args, metrics={"wer": wer})
 
-    @staticmethod
-    def _seal(manager: ocp.CheckpointManager, step: int) -> None:
+    def _start(self, manager: ocp.CheckpointManager, step: int, args: Any, **kw: Any) -> None:
+        # Orbax waits for the manager's previous save before starting one: seal that step
+        # first. Orbax skips a step it already holds; such a step keeps the manifest it had.
+        self._finish(manager)
+        if manager.save(step, args=args, **kw):
+            self._unsealed[id(manager)] = step
+
+    def _finish(self, manager: ocp.CheckpointManager) -> None:
+        """Waits for the manager's save in flight, then writes that step's manifest."""
+        manager.wait_until_finished()
+        step = self._unsealed.pop(id(manager), None)
         step_dir = Path(manager.directory) / str(step)
         # `best` drops a step at once when it is not among the best: nothing to seal.
-        if jax.process_index() == 0 and step_dir.is_dir():
+        if step is not None and jax.process_index() == 0 and step_dir.is_dir():
             write_manifest(step_dir)
 
     def restore_latest(self, abstract_state: Any, meta: dict) -> tuple[Any, dict] | None:
@@ -222,10 +233,12 @@ class Checkpointer:
                                      + "; ".join(failures))
 
     def wait(self) -> None:
-        self._latest.wait_until_finished()
-        self._best.wait_until_finished()
+        """Waits for the saves in flight and writes their manifests."""
+        self._finish(self._latest)
+        self._finish(self._best)
 
     def close(self) -> None:
+        self.wait()
         self._latest.close()
         self._best.close()
 

@@ -85,6 +85,19 @@ def test_every_step_gets_a_manifest_of_all_its_files(tmp_path):
             assert checkpointing.verify_manifest(step_dir)
 
 
+def test_saves_stay_asynchronous_and_the_next_save_seals_the_step_before(tmp_path):
+    checkpointer = Checkpointer(tmp_path, keep=3)
+    latest = tmp_path / "checkpoints" / "latest"
+    checkpointer.save(1, _state(1.0), {"next_index": 1}, {"m": 1})
+    assert not (latest / "1" / checkpointing.MANIFEST).exists()  # save returned; not sealed
+    checkpointer.save(2, _state(2.0), {"next_index": 2}, {"m": 1})
+    assert checkpointing.verify_manifest(latest / "1")
+    assert not (latest / "2" / checkpointing.MANIFEST).exists()
+    checkpointer.wait()
+    assert checkpointing.verify_manifest(latest / "2")
+    checkpointer.close()
+
+
 def test_a_flipped_bit_is_named_and_the_previous_step_is_restored(tmp_path, monkeypatch):
     checkpointer = _saved(tmp_path)
     newest = tmp_path / "checkpoints" / "latest" / "2"
