@@ -248,7 +248,8 @@ def pipeline_config(config: ml_collections.ConfigDict, *, batch_size: int, train
         bad_example_policy=config.data.bad_example_policy,
         max_bad_share=config.data.get("max_bad_share", PipelineConfig.max_bad_share),
         num_threads=config.data.num_threads,
-        prefetch_batches=config.data.prefetch_batches)
+        prefetch_batches=config.data.prefetch_batches,
+        speed_factors=tuple(config.data.get("speed_factors", (1.0,))) if train else (1.0,))
 
 
 def open_eval_split(config: ml_collections.ConfigDict, split: str, tokenizer):

@@ -187,3 +187,45 @@ def test_config_validation():
         ip.PipelineConfig(bad_example_policy="ignore")
     with pytest.raises(ValueError, match="ascending"):
         ip.PipelineConfig(buckets=((2, 2), (1, 1)))
+
+
+def test_speed_perturbation_adds_one_resampled_copy_per_factor():
+    from amnet.data import speed_perturbation
+    source = _source(12)
+    tone = np.sin(np.arange(16_000) * 2 * np.pi * 400 / 16_000)
+    source[0] = {**source[0], "speech": (tone * 8_000).astype(np.int16)}
+    config = _config(speed_factors=(0.9, 1.0, 1.1))
+    batches = _batches(source, config)
+    rows = {i: (b["audio"][r, : b["audio_lengths"][r]], b["tokens"][r, : b["token_lengths"][r]])
+            for b in batches for r, i in enumerate(b["ids"]) if b["weights"][r]}
+    assert sorted(rows) == sorted(ip.copy_id(e["id"].decode(), f)
+                                  for e in source for f in (0.9, 1.0, 1.1))
+    for e in source:
+        for f in (0.9, 1.0, 1.1):
+            audio, tokens = rows[ip.copy_id(e["id"].decode(), f)]
+            assert audio.size == speed_perturbation.perturbed_length(e["speech"].size, f)
+            assert TOKENIZER.decode(tokens) == e["text"].decode()
+        np.testing.assert_array_equal(rows[e["id"].decode()][0], e["speech"])
+    # Replayed at speed f, a 400 Hz tone lasts 1/f as long and sounds at 400 f Hz.
+    for f in (0.9, 1.1):
+        audio = rows[ip.copy_id("ex-0", f)][0].astype(np.float64)
+        assert abs(audio.size - 16_000 / f) < 1
+        peak = np.abs(np.fft.rfft(audio)).argmax() * 16_000 / audio.size
+        assert abs(peak - 400 * f) < 2, (f, peak)
+    # A copy bucketed by its own length: a slowed copy can need the next bucket.
+    report = ip.scan(source, TOKENIZER, config)
+    for position, (index, factor) in enumerate(zip(report.indices, report.factors, strict=True)):
+        n = speed_perturbation.perturbed_length(source[index]["speech"].size, factor)
+        assert n <= BUCKETS[report.buckets[position]][0]
+
+
+def test_a_slowed_copy_too_long_for_the_largest_bucket_is_named():
+    source = _source(10)
+    source[3] = {**source[3], "speech": np.zeros(30_000, np.int16)}  # 33,334 samples at 0.9
+    with pytest.raises(ip.DataError, match=r"'ex-3@sp0.9'.*33334 samples"):
+        ip.scan(source, TOKENIZER, _config(speed_factors=(0.9, 1.0)))
+    report = ip.scan(source, TOKENIZER, _config(speed_factors=(0.9, 1.0), max_bad_share=0.1,
+                                                bad_example_policy="skip"))
+    assert report.bad == {"too long": ["ex-3@sp0.9"]} and report.total == 20
+    with pytest.raises(ValueError, match="speed factor must be in"):
+        _config(speed_factors=(0.3,))

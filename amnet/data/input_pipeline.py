@@ -13,6 +13,10 @@ weight 0, so every example is used once per epoch and the jitted step only ever 
 `len(buckets)` shapes. Multi-host: process p of P loads rows [p * B/P, (p + 1) * B/P) of each
 global batch of B rows.
 
+Speed perturbation (`speed_factors`, training only): every example is used once per factor and
+epoch, replayed at that speed (`amnet.data.speed_perturbation`) and bucketed by its perturbed
+length; a copy's id carries its factor (`<id>@sp0.9`).
+
 Bad examples (empty or unknown-character transcripts, empty audio, audio that is not int16,
 examples too long for the largest bucket) are found by `scan`: policy `error` stops with a
 message naming them, policy `skip` leaves them out, counted and logged with their ids.
@@ -33,6 +37,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from amnet.data import speed_perturbation
 from amnet.text import Tokenizer, TranscriptError
 
 
@@ -62,8 +67,15 @@ class PipelineConfig:
     sample_rate: int = 16_000
     num_threads: int = 2
     prefetch_batches: int = 4
+    # Each example once per factor and epoch, replayed at that speed (training: 0.9, 1.0, 1.1).
+    speed_factors: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
+        if not self.speed_factors or len(set(self.speed_factors)) != len(self.speed_factors):
+            raise ValueError(f"speed_factors must be distinct and non-empty, got "
+                             f"{self.speed_factors}")
+        for factor in self.speed_factors:
+            speed_perturbation.ratio(factor)  # a clear error for a factor out of range
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', "
                              f"got {self.bad_example_policy!r}")
@@ -121,10 +133,11 @@ def open_source(name: str, split: str, data_dir: str | Path | None, *,
 class ScanReport:
     """Where each usable example goes, and what was left out and why."""
 
-    indices: np.ndarray  # [N] usable example indices into the source
+    indices: np.ndarray  # [N] usable example indices into the source (one per speed factor)
     buckets: np.ndarray  # [N] bucket of each usable example
+    factors: np.ndarray  # [N] speed factor of each (1.0: as recorded)
     bad: dict[str, list[str]]  # reason -> example ids
-    total: int
+    total: int  # examples x speed factors
 
     @property
     def num_bad(self) -> int:
@@ -136,9 +149,16 @@ def text_of(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def check_example(example: dict, tokenizer: Tokenizer, config: PipelineConfig) -> int:
-    """Returns the bucket of a valid example; raises BadExample naming it otherwise."""
-    example_id = text_of(example.get("id", "<no id>"))
+def copy_id(example_id: str, factor: float) -> str:
+    """The id of an example replayed at speed `factor` (the id itself at 1.0)."""
+    return example_id if factor == 1.0 else f"{example_id}@sp{factor:g}"
+
+
+def check_example(example: dict, tokenizer: Tokenizer, config: PipelineConfig,
+                  factor: float = 1.0) -> int:
+    """Returns the bucket of a valid example replayed at speed `factor`; raises BadExample
+    naming it otherwise."""
+    example_id = copy_id(text_of(example.get("id", "<no id>")), factor)
     speech = np.asarray(example["speech"])
     if speech.ndim != 1 or not np.issubdtype(speech.dtype, np.integer):
         raise BadExample("not int16 pcm", example_id, f"speech must be 1-D int16 PCM, got "
@@ -153,31 +173,42 @@ def check_example(example: dict, tokenizer: Tokenizer, config: PipelineConfig) -
         num_tokens = len(tokenizer.encode(text_of(example["text"]), example_id=example_id))
     except TranscriptError as e:
         raise BadExample("bad transcript", example_id, str(e).split(": ", 1)[1]) from e
+    num_samples = speed_perturbation.perturbed_length(speech.size, factor)
     for bucket, (max_samples, max_tokens) in enumerate(config.buckets):
-        if speech.size <= max_samples and num_tokens <= max_tokens:
+        if num_samples <= max_samples and num_tokens <= max_tokens:
             return bucket
-    raise BadExample("too long", example_id, f"{speech.size} samples / {num_tokens} tokens "
-                     f"exceed the largest bucket {config.buckets[-1]}")
+    raise BadExample("too long", example_id,
+                     f"{num_samples} samples / {num_tokens} tokens exceed the largest bucket "
+                     f"{config.buckets[-1]}")
 
 
 def scan(source: Sequence[dict], tokenizer: Tokenizer, config: PipelineConfig) -> ScanReport:
     """Validates every example once and assigns buckets (see module docstring for policies)."""
-    indices, buckets = [], []
+    indices, buckets, factors = [], [], []
     bad: dict[str, list[str]] = collections.defaultdict(list)
     for i in range(len(source)):
         try:
             example = _read(source, i)
-            bucket = check_example(example, tokenizer, config)
         except BadExample as e:
-            if config.bad_example_policy == "error":
-                raise DataError(f"{e} (bad_example_policy='skip' leaves such examples out, "
-                                "counted)") from e
-            bad[e.reason].append(e.example_id)
-            continue
-        indices.append(i)
-        buckets.append(bucket)
+            example = e
+        for factor in config.speed_factors:  # each copy is used, or named as left out
+            try:
+                if isinstance(example, BadExample):
+                    raise BadExample(example.reason, copy_id(example.example_id, factor),
+                                     str(example).split(": ", 1)[1])
+                bucket = check_example(example, tokenizer, config, factor)
+            except BadExample as e:
+                if config.bad_example_policy == "error":
+                    raise DataError(f"{e} (bad_example_policy='skip' leaves such examples out, "
+                                    "counted)") from e
+                bad[e.reason].append(e.example_id)
+                continue
+            indices.append(i)
+            buckets.append(bucket)
+            factors.append(factor)
     report = ScanReport(np.asarray(indices, np.int64), np.asarray(buckets, np.int32),
-                        dict(bad), len(source))
+                        np.asarray(factors, np.float64), dict(bad),
+                        len(source) * len(config.speed_factors))
     if report.num_bad:
         logging.warning("skipped %d of %d examples: %s", report.num_bad, report.total,
                         {k: v[:10] for k, v in report.bad.items()})
@@ -203,7 +234,8 @@ def _read(source: Sequence[dict], index: int) -> dict:
 
 
 class BatchPlan:
-    """Random-access list of global batches: item i -> (bucket, example indices `[B]`, -1 = pad).
+    """Random-access list of global batches: item i -> (bucket, example indices `[B]`, -1 = pad,
+    speed factors `[B]`).
 
     A grain data source: deterministic in `(seed, epoch)`, so any position can be re-read after
     a restart.
@@ -225,18 +257,22 @@ class BatchPlan:
         config, size = self._config, self._config.global_batch_size
         rng = np.random.default_rng([config.seed, epoch])
         batches = []
+        report = self._report
         for bucket in range(len(config.buckets)):
-            members = self._report.indices[self._report.buckets == bucket]
+            members = np.flatnonzero(report.buckets == bucket)  # positions in the report
             if config.shuffle:
                 members = rng.permutation(members)
-            padded = np.full(-(-len(members) // size) * size, -1, dtype=np.int64)
-            padded[: len(members)] = members
-            batches += [(bucket, chunk) for chunk in padded.reshape(-1, size)]
+            rows = -(-len(members) // size) * size
+            indices, factors = np.full(rows, -1, np.int64), np.ones(rows)
+            indices[: len(members)] = report.indices[members]
+            factors[: len(members)] = report.factors[members]
+            batches += list(zip([bucket] * (rows // size), indices.reshape(-1, size),
+                                factors.reshape(-1, size), strict=True))
         if config.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray]:
         epoch, position = divmod(int(i), self.batches_per_epoch)
         return self._epoch(epoch)[position]
 
@@ -260,10 +296,10 @@ class LoadBatch(grain.transforms.Map):
         self._rows = config.global_batch_size // process_count
         self._first = process_index * self._rows
 
-    def map(self, planned: tuple[int, np.ndarray]) -> dict[str, np.ndarray]:
-        bucket, indices = planned
+    def map(self, planned: tuple[int, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        bucket, indices, factors = planned
         max_samples, max_tokens = self._config.buckets[bucket]
-        rows = indices[self._first: self._first + self._rows]
+        mine = slice(self._first, self._first + self._rows)
         batch = {
             "audio": np.zeros((self._rows, max_samples), np.int16),
             "audio_lengths": np.zeros(self._rows, np.int32),
@@ -272,12 +308,13 @@ class LoadBatch(grain.transforms.Map):
             "weights": np.zeros(self._rows, np.float32),
             "ids": np.full(self._rows, "", dtype=object),
         }
-        for row, index in enumerate(rows):
+        for row, (index, factor) in enumerate(zip(indices[mine], factors[mine], strict=True)):
             if index < 0:
                 continue
             example = self._source[int(index)]
-            example_id = text_of(example["id"])
-            speech = np.asarray(example["speech"]).astype(np.int16)
+            example_id = copy_id(text_of(example["id"]), factor)
+            speech = speed_perturbation.perturb(
+                np.asarray(example["speech"]).astype(np.int16), factor)
             tokens = self._tokenizer.encode(text_of(example["text"]), example_id=example_id)
             batch["audio"][row, : speech.size] = speech
             batch["audio_lengths"][row] = speech.size

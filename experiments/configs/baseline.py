@@ -30,6 +30,9 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     # and costs a compilation only if an example needs it.
     c.data.buckets = ((29_000, 40), (36_000, 56), (45_000, 64), (57_000, 80), (75_000, 80),
                       (96_000, 88), (160_000, 160))
+    # Speed perturbation of the training split (amnet.data.speed_perturbation): each example
+    # once per factor and epoch; (0.9, 1.0, 1.1) triples an epoch.
+    c.data.speed_factors = (1.0,)
     c.data.bad_example_policy = "error"  # or "skip": bad examples are counted and left out
     c.data.max_bad_share = 0.05  # with "skip": more bad examples than this share stop the run
     c.data.num_threads = 2
