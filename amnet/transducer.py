@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import ctc, flops, rnnt
+from amnet import ctc, flops, rnnt, rnnt_pruned
 from amnet.encoder import Encoder, EncoderState, RoutingTrace
 from amnet.lstm import LSTMStack
 from amnet.predictor import StatelessPredictor
@@ -51,6 +51,10 @@ class TransducerConfig:
     blank_bias_init: float = 0.0
     dtype: str = "float32"  # matmul dtype ("bfloat16" for mixed precision; params stay fp32)
     loss_frames_per_chunk: int = 1  # frames per rematerialized step of the fused loss
+    # "fused": the exact loss (`amnet.rnnt.rnnt_loss_fused`); "pruned": the pruned loss with a
+    # simple joint (`amnet.rnnt_pruned`), the full joint on `prune_range` tokens per frame.
+    loss: str = "fused"
+    prune_range: int = 5
     # Encoder branches: specs `dense`, `sparse(s)`, `lowrank(r)`; two or more make an AmNet.
     encoder_branches: tuple[str, ...] = ("dense",)
     arbitrator_hidden: int = 16
@@ -64,6 +68,8 @@ class TransducerConfig:
             flops.LinearSpec.parse(spec)  # a clear error for a bad spec, at construction
         if self.predictor not in ("lstm", "stateless"):
             raise ValueError(f"predictor must be 'lstm' or 'stateless', got {self.predictor!r}")
+        if self.loss not in ("fused", "pruned"):
+            raise ValueError(f"loss must be 'fused' or 'pruned', got {self.loss!r}")
 
 
 class Losses(NamedTuple):
@@ -73,6 +79,8 @@ class Losses(NamedTuple):
     ctc: jax.Array | None  # [B] CTC cost of the encoder head (0 where infeasible), or None
     ctc_feasible: jax.Array | None  # [B] bool: the targets fit the frames under CTC
     trace: RoutingTrace | None  # AmNet's routing record (None with one branch)
+    simple: jax.Array | None = None  # [B] the simple joint's cost (pruned loss), or None
+    pruned_feasible: jax.Array | None = None  # [B] bool: the pruning windows fit (pruned loss)
 
 
 class Transducer(nn.Module):
@@ -99,6 +107,9 @@ class Transducer(nn.Module):
         self.output_bias = self.param("output_bias", self._blank_bias, (c.vocab_size,))
         if c.ctc_head:
             self.ctc_output = nn.Dense(c.vocab_size, dtype=dtype, bias_init=self._blank_bias)
+        if c.loss == "pruned":  # the simple joint: am[t] + lm[u], from the joint's inputs
+            self.simple_am = nn.Dense(c.vocab_size, dtype=dtype)
+            self.simple_lm = nn.Dense(c.vocab_size, use_bias=False, dtype=dtype)
 
     def _blank_bias(self, key, shape, dtype=jnp.float32):
         del key
@@ -106,7 +117,8 @@ class Transducer(nn.Module):
 
     def __call__(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
                  target_lengths: jax.Array, *, fused: bool = True) -> jax.Array:
-        """Per-utterance RNN-T costs `[B]`; `fused=False` materializes the 4-D logits."""
+        """Per-utterance RNN-T costs `[B]`; `fused=False` materializes the 4-D logits (the
+        exact loss, also for a model trained with the pruned one)."""
         return self.forward(features, feature_lengths, targets, target_lengths,
                             fused=fused).rnnt
 
@@ -141,6 +153,13 @@ class Transducer(nn.Module):
                                                targets, target_lengths, blank=self.config.blank)
         enc_proj = self.encoder_to_joint(outputs)
         pred_proj = self.predict(targets, target_lengths)
+        if fused and self.config.loss == "pruned":
+            pruned = rnnt_pruned.rnnt_loss_pruned(
+                enc_proj, pred_proj, self._output_kernel(), self.output_bias,
+                self.simple_am(enc_proj), self.simple_lm(pred_proj), feature_lengths, targets,
+                target_lengths, s_range=self.config.prune_range, blank=self.config.blank)
+            return Losses(pruned.pruned, ctc_costs, feasible, trace, pruned.simple,
+                          pruned.feasible)
         if fused:
             costs = rnnt.rnnt_loss_fused(
                 enc_proj, pred_proj, self._output_kernel(), self.output_bias, feature_lengths,

@@ -1,13 +1,16 @@
 """Pruned RNN-T loss: exact at full range, simple joint and occupation, window bounds."""
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from amnet import rnnt, rnnt_pruned
+from amnet import objective, rnnt, rnnt_pruned
+from amnet.transducer import Transducer, TransducerConfig
 
 B, T, U, H, V = 3, 9, 5, 6, 7
 
@@ -161,3 +164,30 @@ def test_too_many_tokens_for_the_windows_is_infeasible_and_s_range_1_refused():
     assert costs.feasible.tolist() == [False, True, True]
     with pytest.raises(ValueError, match="s_range must be >= 2"):
         _pruned(x, 1)
+
+
+def test_a_transducer_with_the_pruned_loss_matches_the_fused_one_and_ramps_its_terms():
+    fused = TransducerConfig(input_dim=6, vocab_size=5, encoder_layers=1, encoder_hidden=8,
+                             embed_dim=4, predictor_hidden=8, joint_dim=8)
+    pruned = dataclasses.replace(fused, loss="pruned", prune_range=4)
+    rng = np.random.default_rng(1)
+    features = jnp.asarray(rng.normal(size=(2, 7, 6)), jnp.float32)
+    lengths = jnp.array([7, 6])
+    batch = {"tokens": jnp.array([[1, 2, 3], [4, 1, 0]]), "token_lengths": jnp.array([3, 2])}
+    args = (features, lengths, batch["tokens"], batch["token_lengths"])
+    params = Transducer(pruned).init(jax.random.key(0), *args)["params"]
+    assert {"simple_am", "simple_lm"} <= set(params)
+    exact = Transducer(fused).apply(
+        {"params": {k: v for k, v in params.items() if not k.startswith("simple_")}}, *args)
+    losses = Transducer(pruned).apply({"params": params}, *args, method=Transducer.forward)
+    # prune_range 4 >= U + 1: the pruned cost is the exact one.
+    np.testing.assert_allclose(losses.rnnt, exact, rtol=1e-5, atol=1e-4)
+    assert losses.pruned_feasible.all() and (losses.simple > 0).all()
+    config = ml_collections.ConfigDict({"simple_scale": 0.5, "pruned_warmup_steps": 100})
+    fn = jax.jit(objective.rnnt_objective(Transducer(pruned), config))
+    for step, (a, b) in ((0, (0.1, 1.0)), (50, (0.55, 0.75)), (100, (1.0, 0.5))):
+        loss, metrics = fn(params, features, lengths, batch, None, None, step)
+        np.testing.assert_allclose(loss, a * losses.rnnt + b * losses.simple, rtol=1e-5)
+    assert set(metrics) == {"simple", "pruned_feasible"}
+    with pytest.raises(ValueError, match="loss must be 'fused' or 'pruned'"):
+        TransducerConfig(loss="k2")

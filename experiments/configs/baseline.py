@@ -71,11 +71,15 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.model.blank_bias_init = 3.0
     c.model.dtype = "float32"  # "bfloat16": bf16 matmuls, fp32 params and loss
     c.model.loss_frames_per_chunk = 1  # 1 on CPU; 5-10 on GPU/TPU (docs/rnnt.md)
+    c.model.loss = "fused"  # or "pruned" (amnet.rnnt_pruned): the joint on prune_range tokens
+    c.model.prune_range = 5
 
     c.loss = ml_collections.ConfigDict()
     c.loss.ctc_weight = 0.3  # L = (1 - w) L_rnnt + w L_ctc (amnet.objective)
     c.loss.ctc_only_steps = 0  # CTC alone for the first steps (an encoder warm-up)
     c.loss.normalization = "token"  # summed loss / target tokens of the batch
+    c.loss.simple_scale = 0.5  # pruned loss: weight of the simple joint's loss after warm-up
+    c.loss.pruned_warmup_steps = 200  # pruned loss: its weight ramps 0.1 -> 1 over these
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 5e-3  # 1.5e-3: 50% validation WER at 1,000 steps, 3e-3: 33%
