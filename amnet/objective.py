@@ -39,6 +39,13 @@ Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 CONFIDENT = 0.99
 
 
+def reported_rnnt(losses: Losses) -> jax.Array:
+    """The transducer cost `[B]` to log (no gradient; 0 where the pruning windows do not fit)."""
+    if losses.pruned_feasible is None:
+        return jax.lax.stop_gradient(losses.rnnt)
+    return jax.lax.stop_gradient(jnp.where(losses.pruned_feasible, losses.rnnt, 0.0))
+
+
 def transducer_loss(losses: Losses, config: ml_collections.ConfigDict | None,
                     step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L_rnnt `[B]`: the transducer's cost, or with the pruned loss
@@ -70,7 +77,7 @@ def asr_loss(losses: Losses, config: ml_collections.ConfigDict | None,
     ctc_only = step < config.get("ctc_only_steps", 0)
     loss = (jnp.where(ctc_only, 0.0, 1.0 - weight) * rnnt_loss
             + jnp.where(ctc_only, 1.0, weight) * losses.ctc)
-    return loss, {**metrics, "rnnt": jax.lax.stop_gradient(losses.rnnt),
+    return loss, {**metrics, "rnnt": reported_rnnt(losses),
                   "ctc": jax.lax.stop_gradient(losses.ctc),
                   "ctc_feasible": losses.ctc_feasible.astype(jnp.float32)}
 
@@ -140,7 +147,7 @@ def amnet_objective(model: Transducer, config: ml_collections.ConfigDict,
         elif config.amortization == "upl":
             loss = loss + config.upl_weight * terms["upl_frames"]
         metrics = {k: jax.lax.stop_gradient(v) for k, v in terms.items()}
-        metrics["rnnt"] = jax.lax.stop_gradient(losses.rnnt)
+        metrics["rnnt"] = reported_rnnt(losses)
         metrics.update(asr_metrics)
         metrics["temperature"] = jnp.full_like(costs, tau)
         return loss, metrics

@@ -55,6 +55,10 @@ def simple_lattice(am: jax.Array, lm: jax.Array, targets: jax.Array, *,
     am_max = jax.lax.stop_gradient(jnp.max(am, axis=-1, keepdims=True))  # [B, T, 1]
     lm_max = jax.lax.stop_gradient(jnp.max(lm, axis=-1, keepdims=True))  # [B, U+1, 1]
     products = jnp.einsum("btv,buv->btu", jnp.exp(am - am_max), jnp.exp(lm - lm_max))
+    # + tiny: when the two sides peak at different tokens, by more than ~87 nats together,
+    # every product underflows; the normalizer is then overestimated instead of infinite (the
+    # simple joint only places the windows and is trained away from such extremes).
+    products = products + jnp.finfo(jnp.float32).tiny
     normalizer = jnp.log(products) + am_max + lm_max[..., 0][:, None, :]  # [B, T, U+1]
     padded = _pad_targets(targets, lm.shape[1], blank)  # [B, U+1]
     am_target = jnp.take_along_axis(am, padded[:, None, :], axis=2)  # [B, T, U+1]

@@ -232,7 +232,7 @@ def make_probe(model: Transducer, frontend_config: frontend.FrontendConfig):
         features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
                                                frontend_config)
         costs = [model.apply({"params": params}, features, lengths, batch["tokens"],
-                             batch["token_lengths"], encoder_probe=kind,
+                             batch["token_lengths"], encoder_probe=kind, exact=True,
                              method=Transducer.forward).rnnt for kind in (None, "mean", "swap")]
         return tuple(costs)
 

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
@@ -80,9 +81,26 @@ class Preemption:
 IDENTITY = ("data", "frontend", "model", "loss", "optimizer", "seed", "amnet", "pruning", "init")
 
 
+# Options added after runs were written, with the value that keeps the earlier behaviour: a
+# block holding one of them at that value compares equal to a block without it, so that runs
+# and checkpoints written before the option existed still resume.
+ADDED_OPTIONS = {"data": {"speed_factors": [1.0]},
+                 "model": {"loss": "fused", "prune_range": 5},
+                 "loss": {"simple_scale": 0.5, "pruned_warmup_steps": 200}}
+
+
+def identity_block(name: str, block: Any) -> Any:
+    """A config block (JSON form) without the added options that are at their old behaviour."""
+    added = ADDED_OPTIONS.get(name, {})
+    if not isinstance(block, dict):
+        return block
+    return {k: v for k, v in block.items() if not (k in added and v == added[k])}
+
+
 def config_differences(previous: dict, current: dict) -> list[str]:
     """The `IDENTITY` blocks in which two configs (JSON form) differ."""
-    return sorted(k for k in IDENTITY if previous.get(k) != current.get(k))
+    return sorted(k for k in IDENTITY
+                  if identity_block(k, previous.get(k)) != identity_block(k, current.get(k)))
 
 
 def prepare_run_dir(workdir: Path, config: ml_collections.ConfigDict, resume: bool) -> None:
@@ -429,7 +447,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
                                                 process_index=process, process_count=processes))
     state = train_step.create_train_state(model, optimizer, train_pipe.buckets[0], front,
                                           config.seed, mesh)
-    meta = {"model": json.loads(config.model.to_json()),
+    meta = {"model": identity_block("model", json.loads(config.model.to_json())),
             "frontend": json.loads(config.frontend.to_json()), "vocab_size": tokenizer.vocab_size}
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                               keep_best=config.train.keep_best)

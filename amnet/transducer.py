@@ -108,7 +108,9 @@ class Transducer(nn.Module):
         if c.ctc_head:
             self.ctc_output = nn.Dense(c.vocab_size, dtype=dtype, bias_init=self._blank_bias)
         if c.loss == "pruned":  # the simple joint: am[t] + lm[u], from the joint's inputs
-            self.simple_am = nn.Dense(c.vocab_size, dtype=dtype)
+            # With the blank bias too: a simple joint that learns the degenerate alignment
+            # would place every window at the first frames (docs/rnnt.md).
+            self.simple_am = nn.Dense(c.vocab_size, dtype=dtype, bias_init=self._blank_bias)
             self.simple_lm = nn.Dense(c.vocab_size, use_bias=False, dtype=dtype)
 
     def _blank_bias(self, key, shape, dtype=jnp.float32):
@@ -125,11 +127,13 @@ class Transducer(nn.Module):
     def forward(self, features: jax.Array, feature_lengths: jax.Array, targets: jax.Array,
                 target_lengths: jax.Array, *, routing_noise: jax.Array | None = None,
                 temperature: jax.Array | float = 1.0, fused: bool = True,
-                encoder_probe: str | None = None) -> Losses:
+                encoder_probe: str | None = None, exact: bool = False) -> Losses:
         """RNN-T costs `[B]`, CTC costs (with `ctc_head`) and the routing trace.
 
         routing_noise: Gumbel noise `[B, T, K]` for training-time routing at `temperature`;
           None routes by argmax.
+        exact: the exact (fused) loss also for a model trained with the pruned one
+          (validation probes).
         encoder_probe: how much the transducer relies on the audio (docs/rnnt.md): "mean"
           replaces every frame's encoder output by the utterance's mean over its valid frames
           (no timing left); "swap" gives each utterance the encoder output of the next one in
@@ -153,7 +157,7 @@ class Transducer(nn.Module):
                                                targets, target_lengths, blank=self.config.blank)
         enc_proj = self.encoder_to_joint(outputs)
         pred_proj = self.predict(targets, target_lengths)
-        if fused and self.config.loss == "pruned":
+        if fused and self.config.loss == "pruned" and not exact:
             pruned = rnnt_pruned.rnnt_loss_pruned(
                 enc_proj, pred_proj, self._output_kernel(), self.output_bias,
                 self.simple_am(enc_proj), self.simple_lm(pred_proj), feature_lengths, targets,

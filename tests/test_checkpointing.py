@@ -167,3 +167,21 @@ def test_missing_extra_and_unreadable_manifest_entries_are_named(tmp_path, monke
     np.testing.assert_array_equal(params["w"], np.full((3, 2), 1.0))
     assert meta == {"m": 1}
     assert any("restored without verifying" in w and str(step_dir) in w for w in warnings)
+
+
+def test_runs_written_before_an_option_existed_still_resume():
+    """A stored config (or checkpoint meta) without an option added later compares equal when
+    the option is at the value that keeps the old behaviour, and differs otherwise."""
+    from amnet import trainer
+    from experiments.configs import baseline
+
+    current = json.loads(baseline.get_config("tiny").to_json())
+    old = json.loads(json.dumps(current))
+    for block, options in trainer.ADDED_OPTIONS.items():
+        for name in options:
+            del old[block][name]
+    assert trainer.config_differences(old, current) == []
+    current["model"]["loss"] = "pruned"
+    current["data"]["speed_factors"] = [0.9, 1.0, 1.1]
+    assert trainer.config_differences(old, current) == ["data", "model"]
+    assert "loss" not in trainer.identity_block("model", old["model"] | {"loss": "fused"})

@@ -229,3 +229,5 @@ def test_a_slowed_copy_too_long_for_the_largest_bucket_is_named():
     assert report.bad == {"too long": ["ex-3@sp0.9"]} and report.total == 20
     with pytest.raises(ValueError, match="speed factor must be in"):
         _config(speed_factors=(0.3,))
+    with pytest.raises(ValueError, match="round to the same resampling ratios"):
+        _config(speed_factors=(1.0, 1.004))

@@ -83,6 +83,13 @@ def test_simple_joint_equals_the_exact_loss_of_its_materialized_logits():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_the_simple_normalizer_survives_sides_that_peak_at_different_tokens():
+    am = jnp.array([[[60.0, -60.0, 0.0]]])  # [B=1, T=1, V=3]
+    lm = jnp.array([[[-60.0, 60.0, 0.0]]])  # [B=1, U+1=1, V=3]
+    blank, emit = rnnt_pruned.simple_lattice(am, lm, jnp.zeros((1, 0), jnp.int32))
+    assert np.isfinite(blank).all() and np.isfinite(emit).all() and float(blank[0, 0, 0]) < 0
+
+
 def test_occupation_is_a_distribution_on_every_diagonal():
     """Every alignment visits one node per anti-diagonal t + u = n, n < T_b + U_b."""
     x = _inputs(2)

@@ -74,8 +74,12 @@ class PipelineConfig:
         if not self.speed_factors or len(set(self.speed_factors)) != len(self.speed_factors):
             raise ValueError(f"speed_factors must be distinct and non-empty, got "
                              f"{self.speed_factors}")
-        for factor in self.speed_factors:
-            speed_perturbation.ratio(factor)  # a clear error for a factor out of range
+        ratios = [speed_perturbation.ratio(f) for f in self.speed_factors]  # range checked
+        if len(set(ratios)) != len(ratios) or any(
+                p == q and f != 1.0 for (p, q), f in zip(ratios, self.speed_factors, strict=True)):
+            raise ValueError(f"speed_factors {self.speed_factors} round to the same resampling "
+                             f"ratios {ratios} (denominators <= "
+                             f"{speed_perturbation.MAX_DENOMINATOR}) or to 1")
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', "
                              f"got {self.bad_example_policy!r}")
