@@ -57,7 +57,7 @@ def lattice_nll(blank: jax.Array, emit: jax.Array, logit_lengths: jax.Array,
     return -(final_alpha + blank[index, last_t, target_lengths])
 
 
-def _pad_targets(targets: jax.Array, width: int, blank: int) -> jax.Array:
+def pad_targets(targets: jax.Array, width: int, blank: int) -> jax.Array:
     """`[B, U]` -> `[B, U+1]`, the extra column a dummy (its emit value is never read)."""
     return jnp.pad(targets, ((0, 0), (0, width - targets.shape[1])), constant_values=blank)
 
@@ -66,7 +66,7 @@ def lattice_from_logits(logits: jax.Array, targets: jax.Array, *,
                         blank: int = 0) -> tuple[jax.Array, jax.Array]:
     """`[B, T, U+1, V]` logits -> blank and emit lattices `[B, T, U+1]` (float32)."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    padded = _pad_targets(targets, logits.shape[2], blank)
+    padded = pad_targets(targets, logits.shape[2], blank)
     emit = jnp.take_along_axis(log_probs, padded[:, None, :, None], axis=-1)[..., 0]
     return log_probs[..., blank], emit
 
@@ -108,7 +108,7 @@ def joint_lattice(enc_proj: jax.Array, pred_proj: jax.Array, output_kernel: jax.
     """
     batch, frames, hidden = enc_proj.shape
     width = pred_proj.shape[1]
-    padded_targets = _pad_targets(targets, width, blank)
+    padded_targets = pad_targets(targets, width, blank)
     chunks = -(-frames // frames_per_chunk)
     enc = jnp.pad(enc_proj, ((0, 0), (0, chunks * frames_per_chunk - frames), (0, 0)))
     enc = enc.reshape(batch, chunks, frames_per_chunk, hidden).swapaxes(0, 1)

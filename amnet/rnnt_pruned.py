@@ -19,8 +19,8 @@ Windows (`prune_ranges`) are clipped to [0, U_b + 1 - s_range], the first starts
 last valid frame's ends at U_b, s_begin is non-decreasing in t, and
 s_begin[t + 1] - s_begin[t] <= s_range - 1 (the two windows share a node, so a blank can
 cross). An utterance with more than (s_range - 1) T_b tokens cannot fit (its last window
-misses U_b): `feasible` is False and its cost is not meaningful (speech has far fewer tokens
-per frame). With s_range >= U + 1 the windows cover the lattice and the pruned cost is
+misses U_b): `feasible` is False and its pruned cost 0, as CTC does (speech has far fewer
+tokens per frame). With s_range >= U + 1 the windows cover the lattice and the pruned cost is
 exactly `amnet.rnnt.rnnt_loss`.
 
 Shapes: B utterances, T frames, U target tokens, V vocabulary, H joint width, R = s_range.
@@ -33,11 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from amnet.rnnt import NEG, _pad_targets, lattice_nll
+from amnet.rnnt import NEG, lattice_nll, pad_targets
 
 
 class PrunedCosts(NamedTuple):
-    pruned: jax.Array  # [B] the full joint's cost on the pruned lattice
+    pruned: jax.Array  # [B] the full joint's cost on the pruned lattice (0 where infeasible)
     simple: jax.Array  # [B] the simple joint's cost (full lattice)
     s_begin: jax.Array  # [B, T] first token position of each frame's window
     feasible: jax.Array  # [B] bool: the windows connect (0, 0) to (T_b - 1, U_b)
@@ -60,7 +60,7 @@ def simple_lattice(am: jax.Array, lm: jax.Array, targets: jax.Array, *,
     # simple joint only places the windows and is trained away from such extremes).
     products = products + jnp.finfo(jnp.float32).tiny
     normalizer = jnp.log(products) + am_max + lm_max[..., 0][:, None, :]  # [B, T, U+1]
-    padded = _pad_targets(targets, lm.shape[1], blank)  # [B, U+1]
+    padded = pad_targets(targets, lm.shape[1], blank)  # [B, U+1]
     am_target = jnp.take_along_axis(am, padded[:, None, :], axis=2)  # [B, T, U+1]
     lm_target = jnp.take_along_axis(lm, padded[:, :, None], axis=2)[..., 0]  # [B, U+1]
     blank_lp = am[..., blank][:, :, None] + lm[..., blank][:, None, :] - normalizer
@@ -124,7 +124,7 @@ def pruned_lattice(enc_proj: jax.Array, pred_proj: jax.Array, output_kernel: jax
     logits = jnp.einsum("btrh,hv->btrv", hidden, output_kernel,
                         preferred_element_type=jnp.float32) + output_bias
     normalizer = jax.nn.logsumexp(logits, axis=-1)
-    labels = gather(_pad_targets(targets, width, blank), positions)  # [B, T, R]
+    labels = gather(pad_targets(targets, width, blank), positions)  # [B, T, R]
     emit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0] - normalizer
     blank_lp = logits[..., blank] - normalizer
     # Back to lattice coordinates: node (t, u) is window entry u - s_begin[t].
@@ -151,4 +151,4 @@ def rnnt_loss_pruned(enc_proj: jax.Array, pred_proj: jax.Array, output_kernel: j
     pruned = lattice_nll(blank_lp, emit_lp, logit_lengths, target_lengths)
     last = jnp.take_along_axis(s_begin, logit_lengths[:, None] - 1, axis=1)[:, 0]
     feasible = last + min(s_range, pred_proj.shape[1]) > target_lengths
-    return PrunedCosts(pruned, simple, s_begin, feasible)
+    return PrunedCosts(jnp.where(feasible, pruned, 0.0), simple, s_begin, feasible)

@@ -42,7 +42,7 @@ from amnet.data import input_pipeline, spoken_commands
 from amnet.data.input_pipeline import PipelineConfig
 from amnet.metric_writers import MetricWriter
 from amnet.text import CharTokenizer, SentencePieceTokenizer
-from amnet.transducer import Transducer
+from amnet.transducer import Transducer, TransducerConfig
 
 
 class RunDirError(ValueError):
@@ -84,9 +84,11 @@ IDENTITY = ("data", "frontend", "model", "loss", "optimizer", "seed", "amnet", "
 # Options added after runs were written, with the value that keeps the earlier behaviour: a
 # block holding one of them at that value compares equal to a block without it, so that runs
 # and checkpoints written before the option existed still resume.
-ADDED_OPTIONS = {"data": {"speed_factors": [1.0]},
-                 "model": {"loss": "fused", "prune_range": 5},
-                 "loss": {"simple_scale": 0.5, "pruned_warmup_steps": 200}}
+ADDED_OPTIONS = {"data": {"speed_factors": list(PipelineConfig.speed_factors)},
+                 "model": {"loss": TransducerConfig.loss,
+                           "prune_range": TransducerConfig.prune_range},
+                 "loss": {"simple_scale": objective.SIMPLE_SCALE,
+                          "pruned_warmup_steps": objective.PRUNED_WARMUP_STEPS}}
 
 
 def identity_block(name: str, block: Any) -> Any:

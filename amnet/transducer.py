@@ -75,7 +75,7 @@ class TransducerConfig:
 class Losses(NamedTuple):
     """Per-utterance training costs of `Transducer.forward`."""
 
-    rnnt: jax.Array  # [B] -log P(y | x) under the transducer
+    rnnt: jax.Array  # [B] -log P(y | x) under the transducer (pruned: 0 where infeasible)
     ctc: jax.Array | None  # [B] CTC cost of the encoder head (0 where infeasible), or None
     ctc_feasible: jax.Array | None  # [B] bool: the targets fit the frames under CTC
     trace: RoutingTrace | None  # AmNet's routing record (None with one branch)

@@ -52,6 +52,7 @@ class BadExample(DataError):
         super().__init__(f"example {example_id!r}: {detail}")
         self.reason = reason
         self.example_id = example_id
+        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,14 +72,11 @@ class PipelineConfig:
     speed_factors: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
-        if not self.speed_factors or len(set(self.speed_factors)) != len(self.speed_factors):
-            raise ValueError(f"speed_factors must be distinct and non-empty, got "
-                             f"{self.speed_factors}")
         ratios = [speed_perturbation.ratio(f) for f in self.speed_factors]  # range checked
-        if len(set(ratios)) != len(ratios) or any(
+        if not ratios or len(set(ratios)) != len(ratios) or any(
                 p == q and f != 1.0 for (p, q), f in zip(ratios, self.speed_factors, strict=True)):
-            raise ValueError(f"speed_factors {self.speed_factors} round to the same resampling "
-                             f"ratios {ratios} (denominators <= "
+            raise ValueError(f"speed_factors {self.speed_factors} are empty or round to the "
+                             f"same resampling ratios {ratios} (denominators <= "
                              f"{speed_perturbation.MAX_DENOMINATOR}) or to 1")
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', "
@@ -199,7 +197,7 @@ def scan(source: Sequence[dict], tokenizer: Tokenizer, config: PipelineConfig) -
             try:
                 if isinstance(example, BadExample):
                     raise BadExample(example.reason, copy_id(example.example_id, factor),
-                                     str(example).split(": ", 1)[1])
+                                     example.detail)
                 bucket = check_example(example, tokenizer, config, factor)
             except BadExample as e:
                 if config.bad_example_policy == "error":
