@@ -47,14 +47,14 @@ def transducer_loss(losses: Losses, config: ml_collections.ConfigDict | None,
     """L_rnnt `[B]`: the transducer's cost, or with the pruned loss
     `a(step) L_pruned + b(step) L_simple` (0 where the windows do not fit), a ramping from 0.1
     to 1 and b from 1 to `loss.simple_scale` over `loss.pruned_warmup_steps` (the windows are
-    only as good as the simple joint that places them)."""
+    only as good as the simple joint that places them; 0 for fine-tunes of a trained model)."""
     if losses.simple is None:
         return losses.rnnt, {}
     if config is None:
         raise ValueError("the pruned loss needs a `loss` config block (simple_scale, "
                          "pruned_warmup_steps)")
     warmup = config.get("pruned_warmup_steps", PRUNED_WARMUP_STEPS)
-    ramp = jnp.clip(step / max(warmup, 1), 0.0, 1.0)
+    ramp = jnp.clip(step / warmup, 0.0, 1.0) if warmup > 0 else 1.0
     simple_scale = config.get("simple_scale", SIMPLE_SCALE)
     loss = ((0.1 + 0.9 * ramp) * losses.rnnt
             + (1.0 - (1.0 - simple_scale) * ramp) * losses.simple)

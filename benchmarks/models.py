@@ -26,6 +26,7 @@ def small_config(batch: int):
     """The `small` baseline config at `batch` utterances per step."""
     config = cmvn.unit_stats(baseline.get_config("small"))
     config.train.global_batch_size = batch
+    config.model.loss = "fused"  # the exact loss, as the PyTorch twin's step
     return config
 
 

@@ -196,5 +196,10 @@ def test_a_transducer_with_the_pruned_loss_matches_the_fused_one_and_ramps_its_t
         loss, metrics = fn(params, features, lengths, batch, None, None, step)
         np.testing.assert_allclose(loss, a * losses.rnnt + b * losses.simple, rtol=1e-5)
     assert set(metrics) == {"simple", "pruned_feasible"}
+    # A fine-tune of a trained model (pruned_warmup_steps=0) weighs both fully from step 0.
+    config.pruned_warmup_steps = 0
+    loss, _ = jax.jit(objective.rnnt_objective(Transducer(pruned), config))(
+        params, features, lengths, batch, None, None, 0)
+    np.testing.assert_allclose(loss, losses.rnnt + 0.5 * losses.simple, rtol=1e-5)
     with pytest.raises(ValueError, match="loss must be 'fused' or 'pruned'"):
         TransducerConfig(loss="k2")

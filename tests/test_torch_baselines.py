@@ -175,3 +175,14 @@ def test_the_stateless_predictor_and_ctc_head_agree_and_round_trip():
                                             max_length=12)
     ours = torch_decoding.greedy_decode(torch_model, tensors[0], tensors[1], max_length=12)
     assert ours == [np.asarray(t[:n]).tolist() for t, n in zip(tokens, counts, strict=True)]
+
+
+def test_the_pytorch_runner_refuses_the_pruned_loss_it_does_not_have(tmp_path):
+    from experiments.configs import baseline
+    from experiments.torch_baselines import train as torch_train
+
+    config = baseline.get_config("tiny")
+    config.model.loss = "pruned"
+    with pytest.raises(ValueError, match="exact RNN-T loss; got model.loss='pruned'"):
+        torch_train.train_and_evaluate(config, str(tmp_path))
+    assert not any(tmp_path.iterdir())

@@ -87,6 +87,7 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
 
     # Fine-tuning from the dense baseline (init.dense_run); from scratch, use baseline steps.
     c.optimizer.learning_rate = 1e-3
+    c.loss.pruned_warmup_steps = 0  # the dense run's simple joint is trained already
     c.optimizer.arbitrator_lr_multiplier = 10.0  # the gate learns faster than the branches
     c.optimizer.warmup_steps = 30
     c.train.steps = 300

@@ -133,6 +133,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
         raise ValueError("the PyTorch baselines have one encoder; got branches "
                          f"{model_config.encoder_branches}")
     spec = LinearSpec.parse(model_config.encoder_branches[0])
+    if model_config.loss != "fused":
+        raise ValueError(f"the PyTorch baselines train with the exact RNN-T loss; got "
+                         f"model.loss={model_config.loss!r} (pass --config.model.loss=fused)")
     if spec.kind == "sparse" and "pruning" not in config:
         raise ValueError("a sparse encoder needs a `pruning` block in the config")
     # The JAX runner's CMVN statistics (the same subset of the same split).
