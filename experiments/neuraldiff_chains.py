@@ -141,12 +141,12 @@ class Experiment:
             start = time.perf_counter()
             contents, info = self._contents(chain, params, g)
             data, server_model = package.pack(chain.method, contents, params,
-                                              budget_bytes=self.budget_bytes(chain))
+                                              budget_bytes=self.budget_bytes(chain), version=g)
             train_seconds = time.perf_counter() - start
             # The device: its model file holds the previous model; the package is applied to it.
             step_dir.mkdir(parents=True, exist_ok=True)
             device_file = step_dir / "model.safetensors"
-            model_file.save(device_file, params)
+            model_file.save(device_file, params, version=g - 1)
             model_file.apply_to_file(device_file, data)
             params = model_file.load(device_file)
             if package.fingerprint(params) != package.fingerprint(server_model):

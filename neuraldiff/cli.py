@@ -3,7 +3,7 @@ r"""Update packages from the command line: pack on the server, verify and apply 
     python -m neuraldiff.cli keygen --private_key=server.pem --public_key=device.pub
     python -m neuraldiff.cli export --run=runs/demo --out=base.safetensors
     python -m neuraldiff.cli pack --base=base.safetensors --diff=diff.safetensors \
-        --budget_percent=10 --signing_key=server.pem --out=update.ndiff
+        --budget_percent=10 --signing_key=server.pem --version=1 --out=update.ndiff
     python -m neuraldiff.cli pack --base=base.safetensors --target=new.safetensors \
         --method=topk --budget_percent=5 --out=update.ndiff
     python -m neuraldiff.cli verify --package=update.ndiff --base=base.safetensors \
@@ -12,7 +12,8 @@ r"""Update packages from the command line: pack on the server, verify and apply 
         --public_key=device.pub --require_signature
 
 Exit status: 0 on success, 1 when a package, model or key is refused (the reason on stderr;
-`apply` then leaves the model file untouched), 2 on bad arguments.
+`apply` then leaves the model file untouched), 2 on bad arguments. `--version` is the version of
+the model a package produces: a device at that version or above refuses it (no rollback).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def pack_command(args) -> None:
     budget = _budget(args, base)
     # Contents are fitted to what the budget leaves after the note and signature.
     fit = None if budget is None else budget - package.framing_overhead(
-        note=args.note, signed=bool(args.signing_key))
+        note=args.note, signed=bool(args.signing_key), version=args.version)
     if (args.diff is None) == (args.target is None):
         raise ValueError("give exactly one of --diff (a learned diff) or --target (a new model)")
     if args.diff is not None:
@@ -79,12 +80,13 @@ def pack_command(args) -> None:
             contents = posthoc.compressed_model(target, names, fit, "int8")
     key = signing.load_private_key(args.signing_key) if args.signing_key else None
     data, result = package.pack(method, contents, base, budget_bytes=budget, note=args.note,
-                                signing_key=key)
+                                signing_key=key, version=args.version)
     model_file.atomic_write(args.out, data)
     print(json.dumps({"package": args.out, "method": method, "bytes": len(data),
                       "percent_of_model": round(100 * len(data) / sum(
                           v.nbytes for v in base.values()), 3),
-                      "signed": key is not None, "tensors": len(contents),
+                      "signed": key is not None, "version": args.version,
+                      "tensors": len(contents),
                       "result_fingerprint": package.fingerprint(result)}, indent=2))
 
 
@@ -97,13 +99,17 @@ def verify_command(args) -> None:
     pkg = package.decode(data, public_key=_public_key(args),
                          require_signature=args.require_signature)
     summary = {"package": args.package, "method": pkg.method, "bytes": pkg.size,
-               "signed": pkg.signed, "budget_bytes": pkg.header["budget_bytes"],
+               "signed": pkg.signed, "version": pkg.version,
+               "budget_bytes": pkg.header["budget_bytes"],
                "note": pkg.header.get("note", ""), "tensors": len(pkg.tensors),
                "base_fingerprint": pkg.base_fingerprint,
                "result_fingerprint": pkg.result_fingerprint}
     if args.base:
-        package.apply(pkg, model_file.load(args.base))
-        summary["base"] = f"{args.base}: matches, and applying gives the result fingerprint"
+        params, version = model_file.load_versioned(args.base)
+        model_file.check_version(pkg, version, args.base)
+        package.apply(pkg, params)
+        summary["base"] = (f"{args.base}: version {version}, matches, and applying gives the "
+                           "result fingerprint")
     print(json.dumps(summary, indent=2))
 
 
@@ -111,7 +117,7 @@ def apply_command(args) -> None:
     pkg = model_file.apply_to_file(args.model, _read(args.package), public_key=_public_key(args),
                                    require_signature=args.require_signature, out_path=args.out)
     print(json.dumps({"model": str(args.out or args.model), "method": pkg.method,
-                      "fingerprint": pkg.result_fingerprint}, indent=2))
+                      "version": pkg.version, "fingerprint": pkg.result_fingerprint}, indent=2))
 
 
 def keygen_command(args) -> None:
@@ -126,8 +132,8 @@ def export_command(args) -> None:
         params, _ = checkpointing.load_params(args.run)
     except checkpointing.CorruptCheckpointError as e:
         raise ValueError(f"cannot export {args.run}: {e}") from None
-    fp = model_file.save(args.out, updates.flat(params))
-    print(json.dumps({"model": args.out, "fingerprint": fp}, indent=2))
+    fp = model_file.save(args.out, updates.flat(params), version=args.version)
+    print(json.dumps({"model": args.out, "version": args.version, "fingerprint": fp}, indent=2))
 
 
 def _read(path: str) -> bytes:
@@ -153,6 +159,9 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--min_ndim", type=int, default=2, help="post-hoc: leaves with a delta")
     pk.add_argument("--signing_key", help="Ed25519 private key (PEM)")
     pk.add_argument("--note", default="")
+    pk.add_argument("--version", type=int, default=1,
+                    help="the version of the model the package produces (devices refuse a "
+                         "package not newer than their model)")
     pk.add_argument("--out", required=True)
     pk.set_defaults(run=pack_command)
 
@@ -177,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="a training run's newest params as a model file")
     ex.add_argument("--run", required=True)
     ex.add_argument("--out", required=True)
+    ex.add_argument("--version", type=int, default=0, help="the model's version")
     ex.set_defaults(run=export_command)
     return p
 

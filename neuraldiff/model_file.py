@@ -5,9 +5,11 @@ A device's model is a flat dict of float32 tensors named by their '/'-joined par
 The file's header metadata carries the model's fingerprint (`package.fingerprint`, SHA-256 over
 names, dtypes, shapes and bytes); `load` recomputes it and refuses a file whose tensors differ
 (a flipped bit in the data that safetensors would read without complaint). Files without one
-(written by another tool) load unchecked.
-`apply_to_file` reads the model, verifies the package (checksum, signature, base fingerprint),
-computes the new model, checks its fingerprint, and only then replaces the file: it writes a
+(written by another tool) load unchecked. The metadata also carries the model's version
+(`version`, a decimal integer; 0 for a model exported from training, 0 when absent).
+`apply_to_file` reads the model, verifies the package (checksum, signature, a version newer
+than the model's, base fingerprint), computes the new model, checks its fingerprint, and only
+then replaces the file (carrying the package's version): it writes a
 temporary file in the same directory, fsyncs it, renames it over the old one and fsyncs the
 directory. A failure at any point leaves the old file as it was.
 """
@@ -32,6 +34,7 @@ class ModelFileError(ValueError):
 
 
 FINGERPRINT_KEY = "fingerprint"
+VERSION_KEY = "version"
 
 
 def _metadata(data: bytes) -> dict:
@@ -41,14 +44,34 @@ def _metadata(data: bytes) -> dict:
     return json.loads(data[8:8 + size]).get("__metadata__") or {}
 
 
-def to_bytes(params: Mapping, fingerprint: str | None = None) -> bytes:
-    """A model (nested or flat) as safetensors bytes, its fingerprint in the metadata
-    (`fingerprint` when the caller has already computed and checked it)."""
+def to_bytes(params: Mapping, fingerprint: str | None = None, version: int = 0) -> bytes:
+    """A model (nested or flat) as safetensors bytes, its fingerprint and version in the
+    metadata (`fingerprint` when the caller has already computed and checked it)."""
+    if not isinstance(version, int) or not 0 <= version <= package_lib.MAX_MODEL_VERSION:
+        raise ValueError(f"a model version is an integer in [0, 2^53], got {version!r}")
     flat = tree.flatten(params) if any(isinstance(v, Mapping) for v in params.values()) \
         else dict(params)
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
     return safetensors.numpy.save(
-        arrays, metadata={FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays)})
+        arrays, metadata={FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays),
+                          VERSION_KEY: str(version)})
+
+
+def version_of(data: bytes, source: str = "model") -> int:
+    """The model version in safetensors bytes' metadata (0 when there is none).
+
+    Raises:
+      ModelFileError: the header is unreadable or its version is not a decimal integer.
+    """
+    try:
+        stored = _metadata(data).get(VERSION_KEY, "0")
+    except (ValueError, AttributeError) as e:
+        raise ModelFileError(f"{source} is not a readable safetensors model: {e}") from None
+    if not (isinstance(stored, str) and stored.isascii() and stored.isdigit()
+            and int(stored) <= package_lib.MAX_MODEL_VERSION):
+        raise ModelFileError(f"{source}: model version {stored!r} in its header is not an "
+                             "integer in [0, 2^53]")
+    return int(stored)
 
 
 def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
@@ -68,24 +91,44 @@ def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
     if stored is not None and package_lib.fingerprint(params) != stored:
         raise ModelFileError(f"{source}: its tensors differ from the fingerprint in its header "
                              "(the file changed after it was written)")
+    version_of(data, source)
     return params
 
 
-def save(path: str | Path, params: Mapping) -> str:
+def save(path: str | Path, params: Mapping, version: int = 0) -> str:
     """Writes a model file atomically; returns the model's fingerprint (the one in its
     header)."""
-    data = to_bytes(params)
+    data = to_bytes(params, version=version)
     atomic_write(path, data)
     return _metadata(data)[FINGERPRINT_KEY]
 
 
-def load(path: str | Path) -> dict[str, np.ndarray]:
-    """Flat model from a file (`tree.unflatten` gives the nested parameters)."""
+def _read(path: str | Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from None
-    return from_bytes(data, str(path))
+
+
+def load(path: str | Path) -> dict[str, np.ndarray]:
+    """Flat model from a file (`tree.unflatten` gives the nested parameters)."""
+    return from_bytes(_read(path), str(path))
+
+
+def load_versioned(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
+    """(flat model, its version) from a file."""
+    data = _read(path)
+    return from_bytes(data, str(path)), version_of(data, str(path))
+
+
+def check_version(package: package_lib.Package, model_version: int, source: str = "model",
+                  ) -> None:
+    """Rollback protection: raises `RollbackError` unless the package's model version is
+    newer than `model_version` (the version of the model at `source`)."""
+    if package.version <= model_version:
+        raise package_lib.RollbackError(
+            f"{source} is at version {model_version}; the package makes version "
+            f"{package.version}: refused (a device only moves to newer versions)")
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
@@ -115,9 +158,11 @@ def apply_to_file(model_path: str | Path, package_data: bytes, *, public_key=Non
     package. Raises `PackageError` / `ModelFileError`, leaving every file unchanged."""
     package = package_lib.decode(package_data, public_key=public_key,
                                  require_signature=require_signature)
-    params = load(model_path)
+    params, version = load_versioned(model_path)
+    check_version(package, version, str(model_path))
     result = package_lib.apply(package, params)  # checks the result's fingerprint
-    atomic_write(out_path or model_path, to_bytes(result, package.result_fingerprint))
+    atomic_write(out_path or model_path,
+                 to_bytes(result, package.result_fingerprint, package.version))
     return package
 
 

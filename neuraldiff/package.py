@@ -6,7 +6,8 @@ Layout (all integers little-endian; docs/neuraldiff.md has the full specificatio
     0           8     magic b"NDIFF\\r\\n\\x1a"
     8           2     format version (uint16), currently 1
     10          4     header length H (uint32)
-    14          H     header: UTF-8 JSON object (method, budget, fingerprints, tensor manifest)
+    14          H     header: UTF-8 JSON object (method, budget, model version, fingerprints,
+                      tensor manifest)
     14+H        8     payload length P (uint64)
     22+H        P     payload: each tensor's bytes, in manifest order, back to back
     22+H+P      2     signature length S: 0 (unsigned) or 64
@@ -24,6 +25,10 @@ Tensor operations (`op` in the manifest), applied to float32 tensors of the base
 `decode` validates everything (checksum, signature, manifest, every tensor's bytes) before it
 returns; `apply` refuses a model whose fingerprint is not the package's base, and checks that
 the result has the fingerprint the server computed. Every failure is a `PackageError`.
+
+The header's `version` (an integer >= 1, signed with the rest) is the version of the model the
+package produces; a device refuses a package that is not newer than its model
+(`model_file.apply_to_file`), so no package, a full model included, rolls it back.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import numpy as np
 from neuraldiff import coding, hashed, signing
 
 MAGIC = b"NDIFF\r\n\x1a"
-VERSION = 1
+VERSION = 2  # 2: the header carries the model version (rollback protection)
+MAX_MODEL_VERSION = 2**53  # model versions are JSON integers: exact in every JSON reader
 SIGNATURE_BYTES = 64
 CHECKSUM_BYTES = 32
 OPS = ("add_sparse", "add_hashed", "add_lowrank", "replace_sparse", "replace_dense")
@@ -75,6 +81,10 @@ class BaseMismatchError(PackageError):
 
 class ResultMismatchError(PackageError):
     """Applying the package did not give the model the server built."""
+
+
+class RollbackError(PackageError):
+    """The package's model version is not newer than the device model's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +131,11 @@ class Package:
     @property
     def result_fingerprint(self) -> str:
         return self.header["result_fingerprint"]
+
+    @property
+    def version(self) -> int:
+        """The version of the model this package produces."""
+        return self.header["version"]
 
 
 # -- fingerprints ------------------------------------------------------------------------
@@ -193,26 +208,30 @@ def _frame(header: dict, payload: bytes, signing_key) -> bytes:
 
 
 def _header(method: str, entries: list[dict], budget_bytes: int | None, note: str,
-            base: str, result: str) -> dict:
+            version: int, base: str, result: str) -> dict:
+    if not _is_int(version) or not 1 <= version <= MAX_MODEL_VERSION:
+        raise ValueError(f"the model version must be an integer in [1, 2^53], got {version!r}")
     return {"format": "neuraldiff-update", "method": method, "budget_bytes": budget_bytes,
-            "note": note, "base_fingerprint": base, "result_fingerprint": result,
-            "tensors": entries}
+            "note": note, "version": version, "base_fingerprint": base,
+            "result_fingerprint": result, "tensors": entries}
 
 
 def encoded_size(method: str, tensors: Sequence[TensorUpdate], *,
-                 budget_bytes: int | None = None, note: str = "", signed: bool = False) -> int:
+                 budget_bytes: int | None = None, note: str = "", signed: bool = False,
+                 version: int = 1) -> int:
     """Bytes `pack` would produce for these tensors (for fitting an update to a budget)."""
     entries, payload = _entries_and_payload(tensors)
-    header = _header(method, entries, budget_bytes, note, "0" * 64, "0" * 64)
+    header = _header(method, entries, budget_bytes, note, version, "0" * 64, "0" * 64)
     header_bytes = len(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
     return (_PREFIX.size + header_bytes + _U64.size + len(payload) + _U16.size
             + (SIGNATURE_BYTES if signed else 0) + CHECKSUM_BYTES)
 
 
-def framing_overhead(*, note: str = "", signed: bool = False) -> int:
-    """Bytes a note and a signature add to `encoded_size`'s defaults: fit an update to
-    `budget - framing_overhead(...)` when it will carry them."""
-    return len(json.dumps(note)) - 2 + (SIGNATURE_BYTES if signed else 0)
+def framing_overhead(*, note: str = "", signed: bool = False, version: int = 1) -> int:
+    """Bytes a note, a signature and a version above 1 add to `encoded_size`'s defaults: fit
+    an update to `budget - framing_overhead(...)` when it will carry them."""
+    return (len(json.dumps(note)) - 2 + (SIGNATURE_BYTES if signed else 0)
+            + len(str(version)) - 1)
 
 
 def _entries_and_payload(tensors: Sequence[TensorUpdate]) -> tuple[list[dict], bytes]:
@@ -230,9 +249,10 @@ def _entries_and_payload(tensors: Sequence[TensorUpdate]) -> tuple[list[dict], b
 
 
 def pack(method: str, tensors: Sequence[TensorUpdate], base: Mapping[str, np.ndarray], *,
-         budget_bytes: int | None = None, note: str = "", signing_key=None,
+         budget_bytes: int | None = None, note: str = "", signing_key=None, version: int = 1,
          ) -> tuple[bytes, dict[str, np.ndarray]]:
-    """Encodes an update against the flat `base` model.
+    """Encodes an update against the flat `base` model; `version` is the version of the model
+    it produces (a device refuses it unless its own model's version is lower).
 
     Returns (package bytes, the resulting flat model): the result is computed from the
     *encoded* values, exactly as a device computes it, and its fingerprint is in the header.
@@ -243,7 +263,7 @@ def pack(method: str, tensors: Sequence[TensorUpdate], base: Mapping[str, np.nda
                for e in entries]
     base_fp = fingerprint(base)
     result = _apply_tensors(decoded, base)
-    header = _header(method, entries, budget_bytes, note, base_fp, fingerprint(result))
+    header = _header(method, entries, budget_bytes, note, version, base_fp, fingerprint(result))
     data = _frame(header, payload, signing_key)
     if budget_bytes is not None and len(data) > budget_bytes:
         raise ValueError(f"update of {len(data)} bytes exceeds its budget of {budget_bytes}")
@@ -317,6 +337,8 @@ def _parse_header(raw: bytes, payload_len: int) -> dict:
     _require(header.get("budget_bytes") is None or _is_int(header["budget_bytes"]),
              "budget_bytes is not an integer")
     _require(isinstance(header.get("note", ""), str), "note is not a string")
+    _require(_is_int(header.get("version")) and 1 <= header["version"] <= MAX_MODEL_VERSION,
+             "version is not an integer in [1, 2^53]")
     for key in ("base_fingerprint", "result_fingerprint"):
         fp = header.get(key)
         _require(isinstance(fp, str) and len(fp) == 64

@@ -237,6 +237,52 @@ def test_wrong_base_is_refused_and_the_device_file_is_unchanged(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
 
 
+def test_a_package_not_newer_than_the_model_is_refused_and_the_file_kept(tmp_path):
+    """Rollback protection: versions are signed in the header, and the device's model file
+    moves only forward; a full-model package cannot take it back either."""
+    base, new = _flat(0), _moved(_flat(0), 1)
+    device = tmp_path / "model.safetensors"
+    model_file.save(device, base)  # exported from training: version 0
+    first, _ = package.pack("topk", _all_ops(base)[:1], base, version=1)
+    model_file.apply_to_file(device, first)
+    updated, version = model_file.load_versioned(device)
+    assert version == 1 and package.decode(first).version == 1
+    before = device.read_bytes()
+    # Replaying the same package, and a full model of version 1 built for the updated model.
+    replay_full, _ = package.pack("full", posthoc.full_model(base), updated, version=1)
+    for data, found in ((first, "version 1"), (replay_full, "version 1")):
+        with pytest.raises(package.RollbackError, match=f"at {found}; the package makes "
+                                                        "version 1: refused"):
+            model_file.apply_to_file(device, data)
+        assert device.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    # A device at version 5 refuses an older full model even though it would apply cleanly.
+    model_file.save(device, new, version=5)
+    before = device.read_bytes()
+    old, _ = package.pack("full", posthoc.full_model(base), new, version=4)
+    with pytest.raises(package.RollbackError, match="at version 5; the package makes version 4"):
+        model_file.apply_to_file(device, old)
+    assert device.read_bytes() == before
+    newer, _ = package.pack("full", posthoc.full_model(base), new, version=6)
+    model_file.apply_to_file(device, newer)
+    restored, version = model_file.load_versioned(device)
+    assert version == 6 and package.fingerprint(restored) == package.fingerprint(base)
+    # The version is signed with the header: changing it breaks the signature.
+    signing.generate(tmp_path / "k.pem", tmp_path / "k.pub")
+    signed, _ = package.pack("full", posthoc.full_model(base), new, version=6,
+                             signing_key=signing.load_private_key(tmp_path / "k.pem"))
+    forged = _with_checksum(signed.replace(b'"version":6', b'"version":9')[:-32] + bytes(32))
+    with pytest.raises(package.SignatureError, match="bad signature"):
+        package.decode(forged, public_key=signing.load_public_key(tmp_path / "k.pub"))
+    for bad in (0, -1, 1.5, 2**60):
+        with pytest.raises(ValueError, match="model version must be an integer"):
+            package.pack("full", posthoc.full_model(base), new, version=bad)
+    # A model file whose version is not an integer is refused at load.
+    device.write_bytes(safetensors.numpy.save(base, metadata={"version": "v2"}))
+    with pytest.raises(model_file.ModelFileError, match="model version 'v2'"):
+        model_file.load(device)
+
+
 def test_a_model_file_whose_tensors_changed_is_refused_at_load(tmp_path):
     base = _flat(0)
     device = tmp_path / "model.safetensors"
@@ -309,7 +355,7 @@ def test_unknown_format_version_gives_a_clear_error():
     data = bytearray(package.pack("topk", _all_ops(base)[:1], base)[0])
     struct.pack_into("<H", data, 8, 7)
     with pytest.raises(package.UnsupportedVersionError, match="version 7; this reader "
-                                                              "understands version 1"):
+                                                              "understands version 2"):
         package.decode(_with_checksum(bytes(data)))
 
 
@@ -333,9 +379,10 @@ def test_a_chain_of_five_device_applies_reproduces_the_server_bit_exactly(tmp_pa
                                               {n: server[n].shape for n in names}, "int8")
         else:
             contents = posthoc.full_model(target)
-        data, server = package.pack(method, contents, server)
+        data, server = package.pack(method, contents, server, version=generation)
         model_file.apply_to_file(device, data)
     assert package.fingerprint(model_file.load(device)) == package.fingerprint(server)
+    assert model_file.load_versioned(device)[1] == 5
     for name in server:
         np.testing.assert_array_equal(model_file.load(device)[name], server[name])
 
@@ -455,6 +502,10 @@ def test_cli_keygen_pack_verify_apply_and_refusals(tmp_path):
                f"--public_key={p('k.pub')}", "--require_signature")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["fingerprint"] == packed["result_fingerprint"]
+    assert json.loads(out.stdout)["version"] == packed["version"] == 1
+    replayed = _cli("apply", f"--package={p('u.ndiff')}", f"--model={p('device.safetensors')}")
+    assert replayed.returncode == 1 and "at version 1; the package makes version 1: refused" \
+        in replayed.stderr
 
     # A learned sparse diff file, fitted to a budget at packing time.
     rng = np.random.default_rng(0)
