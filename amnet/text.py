@@ -79,6 +79,10 @@ class CharTokenizer:
         """Ids back to text; blank/padding ids are skipped."""
         return "".join(self.alphabet[i - 1] for i in np.asarray(ids).tolist() if i != BLANK_ID)
 
+    def token_texts(self) -> tuple[str, ...]:
+        """The text of every id ("" for the blank)."""
+        return ("", *self.alphabet)
+
 
 class SentencePieceTokenizer:
     """Sentencepiece wordpieces over normalized text; id 0 is the blank/padding piece."""
@@ -123,6 +127,10 @@ class SentencePieceTokenizer:
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self._sp.decode([i for i in np.asarray(ids).tolist() if i != BLANK_ID])
+
+    def token_texts(self) -> tuple[str, ...]:
+        """The piece of every id ("" for the blank; "▁" marks a word start)."""
+        return ("", *(self._sp.id_to_piece(i) for i in range(1, self.vocab_size)))
 
 
 Tokenizer = CharTokenizer | SentencePieceTokenizer

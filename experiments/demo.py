@@ -11,6 +11,9 @@ r"""The main job on the embedded corpus (`make demo`).
 4. Ships the first model update as a neural diff: trains a sparse diff of the baseline on g1
    (10% of the model's bytes), then packs, signs, verifies and applies it with the device CLI
    (`python -m neuraldiff.cli`) to a copy of the model file, and prints WER before and after.
+5. Ends on the device: writes the first g1 test utterance as a WAV file and transcribes it
+   with the device runtime (`python -m amnet.transcribe`, NumPy only) from the model file
+   before and after the update.
 
 Re-running it reuses what exists: the corpus, and the run in --workdir (a finished run is
 reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
@@ -18,16 +21,20 @@ reported, an interrupted one resumed). `rm -rf runs/demo` to train again.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import time
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import checkpointing, metric_writers, scoring, trainer
+from amnet import checkpointing, export, metric_writers, scoring, trainer
 from amnet import results as results_io
+from amnet import transcribe as transcribe_cli
 from amnet.data import corpus_report, spoken_commands
 from experiments import amnet_comparison
 from experiments.configs import baseline
@@ -63,8 +70,10 @@ def ship_update(dense_run: Path, data_dir: str | None, size: str, out: Path,
     files = {name: str(out / name) for name in (
         "base.safetensors", "device.safetensors", "diff_g1.safetensors", "update_g1.ndiff",
         "server.pem", "device.pub")}
-    model_file.save(files["base.safetensors"], base)
-    model_file.save(files["device.safetensors"], base)
+    # The model files a device holds: parameters and the recognizer's configuration.
+    recognizer = export.device_metadata(trainer.read_run_config(dense_run))
+    model_file.save(files["base.safetensors"], base, metadata=recognizer)
+    model_file.save(files["device.safetensors"], base, metadata=recognizer)
     before = [update_trainer.word_error_rate(base, g) for g in (0, 1)]
     budget = int(percent / 100 * sum(v.nbytes for v in base.values()))
     print(f"training a sparse diff on g1 ({config.train.steps} steps, budget {budget:,} bytes)")
@@ -94,7 +103,32 @@ def ship_update(dense_run: Path, data_dir: str | None, size: str, out: Path,
         "|---|---|---|---|",
         f"| g0 baseline | - | {before[0]:.1%} | {before[1]:.1%} |",
         f"| + sparse diff for g1 | {size:,} ({100 * size / model_bytes:.1f}% of "
-        f"{model_bytes:,}) | {after[0]:.1%} | {after[1]:.1%} |"])
+        f"{model_bytes:,}) | {after[0]:.1%} | {after[1]:.1%} |",
+        "", on_the_device(update_trainer, out, files)])
+
+
+def on_the_device(update_trainer: UpdateTrainer, out: Path, files: dict[str, str]) -> str:
+    """The first g1 test utterance as a WAV file, transcribed by the device runtime from the
+    model file before and after the update."""
+    config = update_trainer.data_config(1)
+    example = trainer.open_dataset(config, config.data.test_split)[0]
+    path = out / "g1_test_0.wav"
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16_000)
+        f.writeframes(example["speech"].astype("<i2").tobytes())
+    text = example["text"]
+    text = text.decode() if isinstance(text, bytes) else text
+    lines = [f"on the device: {path} (reference: {text})"]
+    for name in ("base.safetensors", "device.safetensors"):
+        argv = [f"--model={files[name]}", "--decoder=greedy", str(path)]
+        lines.append(f"$ python -m amnet.transcribe {' '.join(argv)}")
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            if transcribe_cli.main(argv) != 0:
+                raise RuntimeError(f"amnet.transcribe failed on {path}")
+        lines.append(printed.getvalue().rstrip())
+    return "\n".join(lines)
 
 
 def probe_table(workdir: Path) -> str:

@@ -77,14 +77,15 @@ class UpdateTrainer:
 
     # -- data ------------------------------------------------------------------------------
 
-    def _data_config(self, generation: int) -> ml_collections.ConfigDict:
+    def data_config(self, generation: int) -> ml_collections.ConfigDict:
+        """The config with the corpus of `generation` (its splits: train, test)."""
         config = self.config.copy_and_resolve_references()
         config.data.name = generation_name(config.data.name, generation)
         return config
 
     def _batches(self, generation: int):
         if generation not in self._train_data:
-            config = self._data_config(generation)
+            config = self.data_config(generation)
             source = trainer.open_dataset(config, config.data.train_split)
             pipe = trainer.pipeline_config(config, batch_size=self.config.train.global_batch_size,
                                            train=True)
@@ -97,7 +98,7 @@ class UpdateTrainer:
 
     def _test_split(self, generation: int):
         if generation not in self._test_data:
-            config = self._data_config(generation)
+            config = self.data_config(generation)
             self._test_data[generation] = trainer.open_eval_split(
                 config, config.data.test_split, self.tokenizer)
         return self._test_data[generation]
@@ -115,7 +116,7 @@ class UpdateTrainer:
         outputs = trainer.transcribe({"greedy": self.decode}, self.route,
                                      self._replicated(tree.unflatten(params)),
                                      self._test_split(generation), self.tokenizer, self.mesh)
-        config = self._data_config(generation)
+        config = self.data_config(generation)
         return outputs, scoring.run_metrics(
             outputs, run=run, framework="jax", dataset=config.data.name,
             split=config.data.test_split, model=self.model.config,

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from neuraldiff import model_file, package, posthoc, signing, tree, updates
+from neuraldiff import model_file, package, signing, tree
 from neuraldiff.tree import Selector
 
 POSTHOC_METHODS = ("topk", "svd", "compressed", "full")
@@ -43,6 +43,8 @@ def _budget(args, base: dict) -> int | None:
 
 
 def _diff_contents(path: str, base: dict, budget: int | None, coding: str):
+    from neuraldiff import updates
+
     method, collections = model_file.load_diff(path)
     unknown = sorted(set(collections["diff"]) - set(base))
     if unknown:
@@ -53,6 +55,9 @@ def _diff_contents(path: str, base: dict, budget: int | None, coding: str):
 
 
 def pack_command(args) -> None:
+    # The server's modules (JAX) load here: verify and apply run on a device without them.
+    from neuraldiff import posthoc
+
     base = model_file.load(args.base)
     budget = _budget(args, base)
     # Contents are fitted to what the budget leaves after the note and signature.
@@ -105,11 +110,11 @@ def verify_command(args) -> None:
                "base_fingerprint": pkg.base_fingerprint,
                "result_fingerprint": pkg.result_fingerprint}
     if args.base:
-        params, version = model_file.load_versioned(args.base)
-        model_file.check_version(pkg, version, args.base)
-        package.apply(pkg, params)
-        summary["base"] = (f"{args.base}: version {version}, matches, and applying gives the "
-                           "result fingerprint")
+        base = model_file.read(args.base)
+        model_file.check_version(pkg, base.version, args.base)
+        package.apply(pkg, base.params)
+        summary["base"] = (f"{args.base}: version {base.version}, matches, and applying gives "
+                           "the result fingerprint")
     print(json.dumps(summary, indent=2))
 
 
@@ -126,13 +131,12 @@ def keygen_command(args) -> None:
 
 
 def export_command(args) -> None:
-    from amnet import checkpointing  # the one command that knows the training runs
+    from amnet import checkpointing, export  # the one command that knows the training runs
 
     try:
-        params, _ = checkpointing.load_params(args.run)
+        fp = export.export_run(args.run, args.out, version=args.version)
     except checkpointing.CorruptCheckpointError as e:
         raise ValueError(f"cannot export {args.run}: {e}") from None
-    fp = model_file.save(args.out, updates.flat(params), version=args.version)
     print(json.dumps({"model": args.out, "version": args.version, "fingerprint": fp}, indent=2))
 
 
@@ -163,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
                     help="the version of the model the package produces (devices refuse a "
                          "package not newer than their model)")
     pk.add_argument("--out", required=True)
-    pk.set_defaults(run=pack_command)
+    pk.set_defaults(handler=pack_command)
 
     for name, run, help_ in (("verify", verify_command, "check a package (and its base)"),
                              ("apply", apply_command, "apply a package to a model file")):
@@ -176,25 +180,25 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--out", help="write here instead of replacing --model")
         c.add_argument("--public_key", help="Ed25519 public key (PEM): check the signature")
         c.add_argument("--require_signature", action="store_true")
-        c.set_defaults(run=run)
+        c.set_defaults(handler=run)
 
     kg = sub.add_parser("keygen", help="make an Ed25519 key pair")
     kg.add_argument("--private_key", required=True)
     kg.add_argument("--public_key", required=True)
-    kg.set_defaults(run=keygen_command)
+    kg.set_defaults(handler=keygen_command)
 
     ex = sub.add_parser("export", help="a training run's newest params as a model file")
     ex.add_argument("--run", required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--version", type=int, default=0, help="the model's version")
-    ex.set_defaults(run=export_command)
+    ex.set_defaults(handler=export_command)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (package.PackageError, model_file.ModelFileError, signing.KeyFileError,
             ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 Each tensor has its own bucket vector `h` (`K` float32 values, trainable) and a 32-bit seed.
 Bucket and sign of flat index `i` come from a seeded integer hash, computed identically by
 JAX (training, `merge`) and NumPy (the device, `expand`); only `h` and the seed travel.
+JAX is imported by the training-side functions only: the device side needs NumPy alone.
 
 Variables (each mirrors the selected leaves of `params`):
   diff       h, float32 [K], trainable, starts at zero;
@@ -15,7 +16,6 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from neuraldiff import tree
@@ -83,6 +83,8 @@ def init(params: Tree, buckets: Mapping[str, int], seed: int = 0,
          selector: Selector | None = None) -> dict[str, Tree]:
     """`{'diff': h zeros [K], 'diff_hash': seeds}` for the selected leaves; `buckets` gives K
     per leaf name (see `allocate_buckets`)."""
+    import jax.numpy as jnp
+
     names = (selector or Selector()).names(params)
     if set(names) != set(buckets):
         raise ValueError(f"bucket counts given for {sorted(buckets)} but the selector picks "
@@ -102,6 +104,8 @@ def expand(h, seed, shape: tuple[int, ...], xp=np):
 def merge(params: Tree, diff: Tree, seeds: Tree) -> Tree:
     """Effective weights `params + ξ ⊙ h[bucket]` on the hashed leaves (JAX, differentiable
     in `diff`)."""
+    import jax.numpy as jnp
+
     flat = tree.flatten(params)
     seed_of = tree.flatten(seeds)
     for name, h in tree.flatten(diff).items():

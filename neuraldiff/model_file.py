@@ -6,7 +6,9 @@ The file's header metadata carries the model's fingerprint (`package.fingerprint
 names, dtypes, shapes and bytes); `load` recomputes it and refuses a file whose tensors differ
 (a flipped bit in the data that safetensors would read without complaint). Files without one
 (written by another tool) load unchecked. The metadata also carries the model's version
-(`version`, a decimal integer; 0 for a model exported from training, 0 when absent).
+(`version`, a decimal integer; 0 for a model exported from training, 0 when absent), and
+whatever else the writer put there (the recognizer's configuration, `amnet.device`), which an
+update carries over unchanged.
 `apply_to_file` reads the model, verifies the package (checksum, signature, a version newer
 than the model's, base fingerprint), computes the new model, checks its fingerprint, and only
 then replaces the file (carrying the package's version): it writes a
@@ -20,6 +22,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import safetensors
@@ -37,6 +40,12 @@ FINGERPRINT_KEY = "fingerprint"
 VERSION_KEY = "version"
 
 
+class ModelFile(NamedTuple):
+    params: dict[str, np.ndarray]  # flat, sorted by name
+    version: int
+    metadata: dict[str, str]  # the header's other metadata (fingerprint and version left out)
+
+
 def _metadata(data: bytes) -> dict:
     """The `__metadata__` of safetensors bytes (an 8-byte little-endian header length, then
     the JSON header)."""
@@ -44,16 +53,24 @@ def _metadata(data: bytes) -> dict:
     return json.loads(data[8:8 + size]).get("__metadata__") or {}
 
 
-def to_bytes(params: Mapping, fingerprint: str | None = None, version: int = 0) -> bytes:
+def to_bytes(params: Mapping, fingerprint: str | None = None, version: int = 0,
+             metadata: Mapping[str, str] | None = None) -> bytes:
     """A model (nested or flat) as safetensors bytes, its fingerprint and version in the
-    metadata (`fingerprint` when the caller has already computed and checked it)."""
+    metadata (`fingerprint` when the caller has already computed and checked it) next to
+    `metadata` (string values)."""
     if not isinstance(version, int) or not 0 <= version <= package_lib.MAX_MODEL_VERSION:
         raise ValueError(f"a model version is an integer in [0, 2^53], got {version!r}")
+    extra = dict(metadata or {})
+    if {FINGERPRINT_KEY, VERSION_KEY} & set(extra) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise ValueError(f"metadata must map strings to strings, without {FINGERPRINT_KEY!r} "
+                         f"or {VERSION_KEY!r}; got keys {sorted(extra)}")
     flat = tree.flatten(params) if any(isinstance(v, Mapping) for v in params.values()) \
         else dict(params)
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
     return safetensors.numpy.save(
-        arrays, metadata={FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays),
+        arrays, metadata={**extra,
+                          FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays),
                           VERSION_KEY: str(version)})
 
 
@@ -95,10 +112,11 @@ def from_bytes(data: bytes, source: str = "model") -> dict[str, np.ndarray]:
     return params
 
 
-def save(path: str | Path, params: Mapping, version: int = 0) -> str:
+def save(path: str | Path, params: Mapping, version: int = 0,
+         metadata: Mapping[str, str] | None = None) -> str:
     """Writes a model file atomically; returns the model's fingerprint (the one in its
     header)."""
-    data = to_bytes(params, version=version)
+    data = to_bytes(params, version=version, metadata=metadata)
     atomic_write(path, data)
     return _metadata(data)[FINGERPRINT_KEY]
 
@@ -115,10 +133,13 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
     return from_bytes(_read(path), str(path))
 
 
-def load_versioned(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
-    """(flat model, its version) from a file."""
+def read(path: str | Path) -> ModelFile:
+    """The model, its version and its other metadata, from a file (checked as `load`)."""
     data = _read(path)
-    return from_bytes(data, str(path)), version_of(data, str(path))
+    params = from_bytes(data, str(path))
+    metadata = {k: v for k, v in _metadata(data).items()
+                if k not in (FINGERPRINT_KEY, VERSION_KEY)}
+    return ModelFile(params, version_of(data, str(path)), metadata)
 
 
 def check_version(package: package_lib.Package, model_version: int, source: str = "model",
@@ -158,11 +179,11 @@ def apply_to_file(model_path: str | Path, package_data: bytes, *, public_key=Non
     package. Raises `PackageError` / `ModelFileError`, leaving every file unchanged."""
     package = package_lib.decode(package_data, public_key=public_key,
                                  require_signature=require_signature)
-    params, version = load_versioned(model_path)
-    check_version(package, version, str(model_path))
-    result = package_lib.apply(package, params)  # checks the result's fingerprint
+    model = read(model_path)
+    check_version(package, model.version, str(model_path))
+    result = package_lib.apply(package, model.params)  # checks the result's fingerprint
     atomic_write(out_path or model_path,
-                 to_bytes(result, package.result_fingerprint, package.version))
+                 to_bytes(result, package.result_fingerprint, package.version, model.metadata))
     return package
 
 

@@ -242,11 +242,12 @@ def test_a_package_not_newer_than_the_model_is_refused_and_the_file_kept(tmp_pat
     moves only forward; a full-model package cannot take it back either."""
     base, new = _flat(0), _moved(_flat(0), 1)
     device = tmp_path / "model.safetensors"
-    model_file.save(device, base)  # exported from training: version 0
+    model_file.save(device, base, metadata={"recognizer": "{}"})  # from training: version 0
     first, _ = package.pack("topk", _all_ops(base)[:1], base, version=1)
     model_file.apply_to_file(device, first)
-    updated, version = model_file.load_versioned(device)
+    updated, version, _ = model_file.read(device)
     assert version == 1 and package.decode(first).version == 1
+    assert model_file.read(device).metadata == {"recognizer": "{}"}  # carried over
     before = device.read_bytes()
     # Replaying the same package, and a full model of version 1 built for the updated model.
     replay_full, _ = package.pack("full", posthoc.full_model(base), updated, version=1)
@@ -265,7 +266,7 @@ def test_a_package_not_newer_than_the_model_is_refused_and_the_file_kept(tmp_pat
     assert device.read_bytes() == before
     newer, _ = package.pack("full", posthoc.full_model(base), new, version=6)
     model_file.apply_to_file(device, newer)
-    restored, version = model_file.load_versioned(device)
+    restored, version, _ = model_file.read(device)
     assert version == 6 and package.fingerprint(restored) == package.fingerprint(base)
     # The version is signed with the header: changing it breaks the signature.
     signing.generate(tmp_path / "k.pem", tmp_path / "k.pub")
@@ -382,7 +383,7 @@ def test_a_chain_of_five_device_applies_reproduces_the_server_bit_exactly(tmp_pa
         data, server = package.pack(method, contents, server, version=generation)
         model_file.apply_to_file(device, data)
     assert package.fingerprint(model_file.load(device)) == package.fingerprint(server)
-    assert model_file.load_versioned(device)[1] == 5
+    assert model_file.read(device).version == 5
     for name in server:
         np.testing.assert_array_equal(model_file.load(device)[name], server[name])
 

@@ -1,0 +1,180 @@
+"""The transducer in NumPy, one frame and one label at a time (`amnet.transducer`'s equations).
+
+Encoder (batch 1): per frame, with K >= 2 branches, the arbitrator scores the branches from the
+frame and the simulated processor's backlog (`amnet.encoder`), and only the chosen branch runs;
+its LSTM states go on to the next frame, whichever branch ran. Prediction network (LSTM or
+stateless) and joint take a leading axis N of hypotheses (beam search). All arithmetic is
+float32, in the order the JAX model does it, so that argmax decisions agree.
+
+Shapes: x `[1, D]` stacked features; carries (h `[N, P]`, c `[N, H]`) per layer; enc_proj and
+pred_proj `[N, J]`; logits `[N, V]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from amnet.device import kernels
+from amnet.device.spec import DeviceSpec
+from amnet.flops import LinearSpec
+
+Carry = tuple[np.ndarray, np.ndarray]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+class LSTMLayer:
+    def __init__(self, params: Mapping[str, np.ndarray], prefix: str, spec: LinearSpec):
+        self.input = kernels.linear(params, f"{prefix}/input_kernel", spec)
+        self.recurrent = kernels.linear(params, f"{prefix}/recurrent_kernel", spec)
+        self.bias = np.asarray(params[f"{prefix}/bias"], np.float32)
+        has_projection = any(k.startswith(f"{prefix}/projection_kernel") for k in params)
+        self.projection = (kernels.linear(params, f"{prefix}/projection_kernel", spec)
+                           if has_projection else None)
+        self.hidden = self.bias.shape[0] // 4
+        self.output_dim = (self.projection.shape[1] if self.projection is not None
+                           else self.hidden)
+
+    def initial_carry(self, n: int) -> Carry:
+        return (np.zeros((n, self.output_dim), np.float32),
+                np.zeros((n, self.hidden), np.float32))
+
+    def step(self, x: np.ndarray, carry: Carry) -> Carry:
+        """x `[N, D]`, carry -> the new (h, c)."""
+        h, c = carry
+        gates = (self.input(x) + self.bias) + self.recurrent(h)
+        i, f, g, o = np.split(gates, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        if self.projection is not None:
+            h = self.projection(h)
+        return h, c
+
+
+def _layers(params: Mapping[str, np.ndarray], prefix: str, count: int,
+            spec: LinearSpec = kernels.DENSE) -> list[LSTMLayer]:
+    return [LSTMLayer(params, f"{prefix}/layers_{i}", spec) for i in range(count)]
+
+
+class EncoderState(NamedTuple):
+    carries: list[Carry]  # per layer, shared by the branches
+    finish: np.float32  # simulated finish time of the last frame, seconds
+    frames: int  # frames consumed
+
+
+class Encoder:
+    """The streaming encoder; with K >= 2 branches only the chosen one runs per frame."""
+
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+        m = spec.model
+        self.branches = [_layers(params, f"encoder/branch_{k}", m["encoder_layers"], s)
+                         for k, s in enumerate(spec.branches)]
+        self.costs = spec.branch_flops()
+        self.period = np.float32(m["frame_period_s"])
+        self.speed = np.float32(m["processor_flops"])
+        if len(self.branches) > 1:
+            self.w1, self.b1, self.w2, self.b2 = (
+                np.asarray(params[f"encoder/arbitrator/{n}"], np.float32)
+                for n in ("w1", "b1", "w2", "b2"))
+
+    def initial_state(self) -> EncoderState:
+        return EncoderState([layer.initial_carry(1) for layer in self.branches[0]],
+                            np.float32(0.0), 0)
+
+    def decide(self, x: np.ndarray, finish: np.float32, arrival: np.float32) -> np.ndarray:
+        """The arbitrator's logits `[1, K]` for frame x `[1, D]` arriving at `arrival`."""
+        backlog = np.maximum(np.float32(0.0), finish - arrival)
+        feature = np.full((1, 1), np.log1p(backlog / self.period), np.float32)
+        hidden = np.maximum(np.concatenate([x, feature], axis=-1) @ self.w1 + self.b1, 0)
+        return np.concatenate([hidden, feature], axis=-1) @ self.w2 + self.b2
+
+    def step(self, x: np.ndarray, state: EncoderState) -> tuple[np.ndarray, EncoderState, int]:
+        """Frame x `[1, D]` -> output `[1, P]`, the new state, the branch that ran."""
+        frames = state.frames + 1
+        choice, finish = 0, state.finish
+        if len(self.branches) > 1:
+            arrival = np.float32(frames) * self.period
+            choice = int(np.argmax(self.decide(x, state.finish, arrival)[0]))
+            finish = np.maximum(state.finish, arrival) + self.costs[choice] / self.speed
+        carries, out = [], x
+        for layer, carry in zip(self.branches[choice], state.carries, strict=True):
+            carry = layer.step(out, carry)
+            carries.append(carry)
+            out = carry[0]
+        return out, EncoderState(carries, np.float32(finish), frames), choice
+
+
+class Predictor:
+    """Embedding, then an LSTM stack or the stateless window (`amnet.predictor`)."""
+
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+        m = spec.model
+        self.embedding = np.asarray(params["embed/embedding"], np.float32)
+        self.stateless = m["predictor"] == "stateless"
+        if self.stateless:
+            self.context = int(m["predictor_context"])
+            self.kernel = np.asarray(params["predictor/layer/kernel"], np.float32)
+            self.bias = np.asarray(params["predictor/layer/bias"], np.float32)
+        else:
+            self.layers = _layers(params, "predictor", m["predictor_layers"])
+
+    def initial_carry(self, n: int):
+        if self.stateless:
+            return np.zeros((n, self.context - 1, self.embedding.shape[1]), np.float32)
+        return [layer.initial_carry(n) for layer in self.layers]
+
+    def step(self, tokens: np.ndarray, carry):
+        """tokens `[N]` -> output `[N, H]` and the new carry."""
+        x = self.embedding[tokens]
+        if self.stateless:
+            window = np.concatenate([carry, x[:, None]], axis=1)
+            out = np.maximum(window.reshape(window.shape[0], -1) @ self.kernel + self.bias, 0)
+            return out, window[:, 1:]
+        new = []
+        for layer, layer_carry in zip(self.layers, carry, strict=True):
+            layer_carry = layer.step(x, layer_carry)
+            new.append(layer_carry)
+            x = layer_carry[0]
+        return x, new
+
+
+def take(carry, index: np.ndarray):
+    """Rows `index` of every array of a predictor carry (nested lists and tuples)."""
+    if isinstance(carry, (list, tuple)):
+        return type(carry)(take(c, index) for c in carry)
+    return carry[index]
+
+
+class Network:
+    """Encoder, prediction network and joint of one model file."""
+
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+        self.spec = spec
+        self.blank = int(spec.model["blank"])
+        self.encoder = Encoder(spec, params)
+        self.predictor = Predictor(spec, params)
+        self.enc_kernel = np.asarray(params["encoder_to_joint/kernel"], np.float32)
+        self.enc_bias = np.asarray(params["encoder_to_joint/bias"], np.float32)
+        self.pred_kernel = np.asarray(params["predictor_to_joint/kernel"], np.float32)
+        self.out_kernel = np.asarray(params["output_kernel"], np.float32)
+        self.out_bias = np.asarray(params["output_bias"], np.float32)
+
+    def encode_step(self, x: np.ndarray, state: EncoderState):
+        """x `[1, D]` -> enc_proj `[1, J]`, the new encoder state, the branch that ran."""
+        out, state, branch = self.encoder.step(x, state)
+        return out @ self.enc_kernel + self.enc_bias, state, branch
+
+    def predict_step(self, tokens: np.ndarray, carry):
+        """tokens `[N]` (blank = start) -> pred_proj `[N, J]` and the new carry."""
+        out, carry = self.predictor.step(tokens, carry)
+        return out @ self.pred_kernel, carry
+
+    def joint(self, enc_proj: np.ndarray, pred_proj: np.ndarray) -> np.ndarray:
+        """Broadcastable enc_proj and pred_proj `[..., J]` -> logits `[..., V]`."""
+        return np.tanh(enc_proj + pred_proj) @ self.out_kernel + self.out_bias

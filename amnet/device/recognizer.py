@@ -1,0 +1,146 @@
+"""The recognizer of a device model file: whole utterances or a live stream.
+
+    recognizer = Recognizer.load("device.safetensors", beam=8, lm="lm.safetensors")
+    result = recognizer.transcribe(audio_16khz)          # Result(text, tokens, ...)
+    stream = recognizer.stream()
+    for chunk in chunks: stream.accept(chunk); print(stream.partial)
+    result = stream.finish()
+
+Audio is 16-bit PCM or float samples in [-1, 1] at the model's sample rate, mono (`audio.py`
+reads files, resamples and mixes down). A stream consumes each 30 ms encoder frame as soon as
+its samples have arrived; `transcribe` is a stream fed the whole utterance at once, so both
+give the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from amnet import lm as lm_lib
+from amnet.device import features, search
+from amnet.device.network import Network
+from amnet.device.spec import DeviceSpec
+from neuraldiff import model_file
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    text: str
+    tokens: list[int]
+    frames: int  # encoder frames consumed
+    branches: np.ndarray  # [frames] the encoder branch run on each frame
+    token_frames: list[int] | None  # greedy: the frame each token was emitted at
+    frame_period_s: float
+
+    def words(self) -> list[dict] | None:
+        """Per-word start and end times in seconds: a word starts at the frame of its first
+        character and ends after the frame of its last. None without token times (beam
+        search) or without one token per character (wordpieces)."""
+        frames, text = self.token_frames, self.text
+        if frames is None or len(frames) != len(text):
+            return None
+        out, start = [], None
+        for i, ch in enumerate(text + " "):
+            if ch != " " and start is None:
+                start = i
+            elif ch == " " and start is not None:
+                out.append({"word": text[start:i],
+                            "start_s": round(frames[start] * self.frame_period_s, 3),
+                            "end_s": round((frames[i - 1] + 1) * self.frame_period_s, 3)})
+                start = None
+        return out
+
+
+class Recognizer:
+    """A model file's recognizer; `beam=1` is greedy search."""
+
+    def __init__(self, spec: DeviceSpec, params: dict[str, np.ndarray], *, beam: int = 1,
+                 fusion: search.Fusion | None = None, max_symbols_per_frame: int = 5,
+                 max_length: int | None = None):
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        if fusion is not None and beam == 1:
+            raise ValueError("shallow fusion needs beam search (beam >= 2)")
+        self.spec = spec
+        self.network = Network(spec, params)
+        self.frontend = features.Frontend(spec.frontend)
+        self.beam, self.fusion = beam, fusion
+        self.max_symbols = max_symbols_per_frame
+        self.max_length = max_length or spec.max_length
+
+    @classmethod
+    def load(cls, path: str | Path, *, lm: str | Path | Sequence[str | Path] | None = None,
+             lm_weights: Sequence[float] = (0.15,), length_bonus: float = 0.5,
+             beam: int = 1, **kwargs) -> Recognizer:
+        """The recognizer of a model file (checked: fingerprint, configuration); `lm`: automaton
+        files (`amnet.lm`) fused with `lm_weights` (needs beam >= 2)."""
+        model = model_file.read(path)
+        spec = DeviceSpec.from_metadata(model.metadata, str(path))
+        fusion = None
+        if lm:
+            paths = [lm] if isinstance(lm, (str, Path)) else list(lm)
+            automata = [lm_lib.load(p, vocab_size=spec.model["vocab_size"]) for p in paths]
+            fusion = search.Fusion.of(automata, list(lm_weights)[:len(automata)], length_bonus)
+        return cls(spec, model.params, beam=beam, fusion=fusion, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    def stream(self) -> Stream:
+        return Stream(self)
+
+    def transcribe(self, audio: np.ndarray) -> Result:
+        """audio `[S]` (int16 or float, the model's sample rate, mono) -> `Result`."""
+        stream = self.stream()
+        stream.accept(audio)
+        return stream.finish()
+
+
+class Stream:
+    """One utterance arriving in chunks."""
+
+    def __init__(self, recognizer: Recognizer):
+        r = recognizer
+        self.recognizer = r
+        self.features = features.FeatureStream(r.frontend)
+        self.encoder_state = r.network.encoder.initial_state()
+        self.search = (search.Greedy(r.network, r.max_symbols, r.max_length) if r.beam == 1
+                       else search.Beam(r.network, r.beam, r.max_symbols, r.max_length,
+                                        r.fusion))
+        self.branches: list[int] = []
+        self.finished = False
+
+    def accept(self, samples: np.ndarray) -> None:
+        """Feeds samples; every encoder frame they complete is recognized now."""
+        if self.finished:
+            raise RuntimeError("the stream is finished")
+        for frame in self.features.accept(samples):
+            self.accept_frame(frame)
+
+    def accept_frame(self, frame: np.ndarray) -> None:
+        """One stacked feature frame `[D]` (features computed elsewhere)."""
+        network = self.recognizer.network
+        enc_proj, self.encoder_state, branch = network.encode_step(
+            np.asarray(frame, np.float32)[None], self.encoder_state)
+        self.search.step(enc_proj, len(self.branches))
+        self.branches.append(branch)
+
+    @property
+    def partial(self) -> str:
+        """The best hypothesis so far (beam: before end-of-sentence scores)."""
+        return self.recognizer.spec.detokenize(self.search.best())
+
+    def finish(self) -> Result:
+        self.finished = True
+        tokens = self.search.best()
+        r = self.recognizer
+        greedy = isinstance(self.search, search.Greedy)
+        return Result(r.spec.detokenize(tokens), tokens, len(self.branches),
+                      np.asarray(self.branches, np.int32),
+                      list(self.search.frames) if greedy else None,
+                      r.frontend.samples_per_frame / r.frontend.sample_rate)

@@ -1,0 +1,152 @@
+r"""Transcribe audio files with the device runtime.
+
+    python -m amnet.transcribe --model=device.safetensors speech.wav more/ [--decoder=beam]
+    python -m amnet.transcribe --run_dir=runs/demo --decoder=beam_lm --format=jsonl clips/
+    python -m amnet.transcribe --model=device.safetensors --stream speech.wav
+
+Inputs: WAV/FLAC/... files or directories (searched for audio files), any sample rate and
+channel count (mixed down to mono and resampled to the model's rate). The model: a device model
+file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed) or a training
+run (`--run_dir`, its newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
+(--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`).
+Output on stdout: `<file>\t<text>` lines, or JSON lines (id = the file) with the text,
+duration, per-word times (greedy, --words) and the encoder branch share (AmNet). `--stream`
+feeds each file in 100 ms chunks and prints the partial transcript whenever it changes
+(stderr). Files that fail are reported at the end (stderr) and make the exit status 1; the
+others are still transcribed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from amnet.device import audio as audio_lib
+from amnet.device.recognizer import Recognizer
+from amnet.device.spec import DeviceSpec, SpecError
+from neuraldiff import model_file
+from neuraldiff.model_file import ModelFileError
+
+DECODERS = ("greedy", "beam", "beam_lm")
+LM_FILE = "lm.safetensors"  # as amnet.trainer.LM_FILE: the run's LM
+
+
+def _from_run(run_dir: Path, args) -> Recognizer:
+    from amnet import checkpointing, export, trainer  # JAX: only for a training run
+    from neuraldiff import updates
+
+    config = trainer.read_run_config(run_dir)
+    params, _ = checkpointing.load_params(run_dir)
+    kwargs = _decoder_options(args, run_dir / LM_FILE, config.lm.weight, config.lm.length_bonus)
+    spec = export.device_spec(config)
+    return Recognizer(spec, updates.flat(params), **kwargs)
+
+
+def _decoder_options(args, default_lm: Path | None, lm_weight: float,
+                     length_bonus: float) -> dict:
+    from amnet import lm as lm_lib
+    from amnet.device import search
+
+    if args.decoder == "greedy":
+        return {"beam": 1}
+    if args.decoder == "beam":
+        return {"beam": args.beam}
+    path = Path(args.lm) if args.lm else default_lm
+    if path is None or not path.is_file():
+        raise ValueError(f"--decoder=beam_lm needs an LM file: --lm=... (looked for {path})")
+    weight = args.lm_weight if args.lm_weight is not None else lm_weight
+    bonus = args.length_bonus if args.length_bonus is not None else length_bonus
+    return {"beam": args.beam, "fusion": search.Fusion.of([lm_lib.load(path)], [weight], bonus)}
+
+
+def make_recognizer(args) -> Recognizer:
+    if (args.model is None) == (args.run_dir is None):
+        raise ValueError("give exactly one of --model (a device model file) or --run_dir")
+    if args.run_dir is not None:
+        return _from_run(Path(args.run_dir), args)
+    model = model_file.read(args.model)
+    spec = DeviceSpec.from_metadata(model.metadata, str(args.model))
+    return Recognizer(spec, model.params, **_decoder_options(args, None, 0.15, 0.5))
+
+
+def _record(path: Path, result, audio: audio_lib.Audio, with_words: bool) -> dict:
+    record = {"id": str(path), "text": result.text, "duration_s": round(audio.seconds, 3)}
+    if audio.source_rate != audio.sample_rate or audio.channels != 1:
+        record["converted"] = f"{audio.channels} ch {audio.source_rate} Hz -> mono " \
+                              f"{audio.sample_rate} Hz"
+    if with_words and result.words() is not None:
+        record["words"] = result.words()
+    if result.branches.size and result.branches.max() > 0:
+        shares = np.bincount(result.branches) / result.branches.size
+        record["branch_share"] = [round(float(s), 4) for s in shares]
+    return record
+
+
+def transcribe_file(recognizer: Recognizer, path: Path, args) -> dict:
+    audio = audio_lib.read(path, recognizer.sample_rate, max_seconds=args.max_seconds)
+    if args.stream:
+        stream, last = recognizer.stream(), None
+        chunk = recognizer.sample_rate // 10
+        for start in range(0, audio.samples.shape[0], chunk):
+            stream.accept(audio.samples[start:start + chunk])
+            if stream.partial != last:
+                last = stream.partial
+                print(f"{path} [{(start + chunk) / recognizer.sample_rate:6.1f} s] {last}",
+                      file=sys.stderr, flush=True)
+        result = stream.finish()
+    else:
+        result = recognizer.transcribe(audio.samples)
+    return _record(path, result, audio, args.words)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m amnet.transcribe",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("inputs", nargs="+", help="audio files or directories")
+    p.add_argument("--model", help="a device model file (.safetensors)")
+    p.add_argument("--run_dir", help="a training run (its newest checkpoint; needs JAX)")
+    p.add_argument("--decoder", choices=DECODERS, default="greedy")
+    p.add_argument("--beam", type=int, default=8)
+    p.add_argument("--lm", help="character LM file for beam_lm (default: the run's)")
+    p.add_argument("--lm_weight", type=float, help="default: the run's, else 0.15")
+    p.add_argument("--length_bonus", type=float, help="default: the run's, else 0.5")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text")
+    p.add_argument("--words", action="store_true", help="per-word times (greedy, jsonl)")
+    p.add_argument("--stream", action="store_true",
+                   help="feed 100 ms chunks and print partial transcripts on stderr")
+    p.add_argument("--max_seconds", type=float, default=3600.0, help="longer files fail")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        recognizer = make_recognizer(args)
+    except (ValueError, OSError, ModelFileError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failures = []
+    for path in audio_lib.find(args.inputs):
+        try:
+            record = transcribe_file(recognizer, path, args)
+        except audio_lib.AudioError as e:
+            failures.append(str(e))
+            continue
+        if args.format == "jsonl":
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{record['id']}\t{record['text']}", flush=True)
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} file(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The device runtime (`amnet.device`): no JAX, and the same features, encoder outputs, branch
+decisions and transcripts as the JAX model. Tolerances: 1e-4 absolute on log-mels (float32 FFTs
+of two libraries), 1e-5 on encoder outputs and logits; token sequences identical."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from amnet import decoding, frontend, lm
+from amnet.device import features, kernels, search
+from amnet.device.network import Network
+from amnet.device.recognizer import Recognizer
+from amnet.device.spec import DeviceSpec, SpecError
+from amnet.flops import LinearSpec
+from amnet.transducer import Transducer, TransducerConfig
+from neuraldiff import model_file
+from tests.test_train import ROOT, _env
+
+HANG_GUARD_S = 300
+
+
+def test_the_device_runtime_imports_neither_jax_nor_flax():
+    code = ("import sys, amnet.device.recognizer, amnet.device.search, neuraldiff.cli; "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')); "
+            "print(loaded); assert not loaded")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), text=True,
+                         capture_output=True, timeout=HANG_GUARD_S)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _frontend_config(**kw):
+    rng = np.random.default_rng(3)
+    return frontend.FrontendConfig(feature_mean=tuple(rng.normal(-5, 1, 80)),
+                                   feature_std=tuple(rng.uniform(1, 3, 80)), **kw)
+
+
+def test_features_equal_the_jax_frontend_whole_and_in_any_chunks():
+    config = _frontend_config()
+    audio = (np.random.default_rng(0).normal(0, 3000, 16_000 + 1234)).astype(np.int16)
+    expected, lengths = frontend.featurize(audio[None], np.array([audio.size]), config)
+    device = features.Frontend(json.loads(json.dumps(_asdict(config))))
+    whole = device.encoder_frames(features.to_float(audio))
+    assert whole.shape == expected.shape[1:] and int(lengths[0]) == whole.shape[0]
+    np.testing.assert_allclose(whole, expected[0], atol=1e-4)
+    for seed in range(3):  # streamed in random chunks, 1 sample to a second at a time
+        stream, frames, at = features.FeatureStream(device), [], 0
+        rng = np.random.default_rng(seed)
+        while at < audio.size:
+            size = int(rng.integers(1, 16_000))
+            frames.append(stream.accept(audio[at:at + size]))
+            at += size
+        np.testing.assert_array_equal(np.concatenate(frames), whole)
+
+
+def _asdict(config):
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def test_sparse_and_lowrank_kernels_equal_their_dense_products():
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(12, 20)).astype(np.float32)
+    dense[rng.random(dense.shape) < 0.8] = 0.0
+    x = rng.normal(size=(3, 12)).astype(np.float32)
+    sparse = kernels.linear({"w": dense}, "w", LinearSpec.parse("sparse(0.8)"))
+    assert sparse.nnz == np.count_nonzero(dense)
+    np.testing.assert_allclose(sparse(x), x @ dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse(x[0]), x[0] @ dense, rtol=1e-5, atol=1e-6)
+    u, v = rng.normal(size=(12, 3)).astype(np.float32), rng.normal(size=(3, 20)).astype(
+        np.float32)
+    lowrank = kernels.linear({"w_u": u, "w_v": v}, "w", LinearSpec.parse("lowrank(3)"))
+    np.testing.assert_allclose(lowrank(x), x @ u @ v, rtol=1e-5, atol=1e-5)
+
+
+def _random_model(branches, predictor="lstm"):
+    """A random transducer (no training): its decisions exercise every path of the search."""
+    config = TransducerConfig(input_dim=24, vocab_size=7, encoder_layers=2, encoder_hidden=16,
+                              encoder_projection=None, embed_dim=6, predictor=predictor,
+                              predictor_hidden=12, joint_dim=10, encoder_branches=branches,
+                              arbitrator_hidden=5, frame_period_s=0.03, processor_flops=3e5,
+                              blank_bias_init=1.0, ctc_head=True)
+    model = Transducer(config)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 30, 24)).astype(np.float32)
+    params = jax.device_get(model.init(jax.random.key(0), x, np.array([30]),
+                                       np.ones((1, 3), np.int32), np.array([3]))["params"])
+    # Random LSTMs change slowly: a larger, centred encoder projection makes the joint's
+    # decisions follow the frames (labels, several per frame, and blanks).
+    joint = params["encoder_to_joint"]
+    joint["kernel"] = np.asarray(joint["kernel"]) * 10
+    enc_proj, _ = model.apply({"params": params}, x, np.array([30]), method=Transducer.encode)
+    joint["bias"] = np.asarray(joint["bias"]) - np.asarray(enc_proj[0]).mean(0)
+    flat = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+        flat["/".join(p.key for p in path)] = np.array(value, np.float32)
+    for k, spec in enumerate(branches):  # sparse branches: 80% exact zeros, as trained
+        if spec.startswith("sparse"):
+            for name, w in flat.items():
+                if name.startswith(f"encoder/branch_{k}/") and w.ndim == 2:
+                    w[rng.random(w.shape) < 0.8] = 0.0
+    if len(branches) > 1:  # a sharper arbitrator: decisions that change from frame to frame
+        flat["encoder/arbitrator/w2"] *= 8.0
+        flat["encoder/arbitrator/b2"][2] = 1.0
+    nested = {}
+    for name, w in flat.items():
+        node = nested
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = w
+    spec = DeviceSpec(_asdict(config), _asdict(frontend.FrontendConfig()), tuple("_abcdef"), 40)
+    return model, nested, flat, spec, x
+
+
+@pytest.mark.parametrize("branches,predictor", [
+    (("dense",), "lstm"), (("dense",), "stateless"),
+    (("dense", "lowrank(3)", "sparse(0.8)"), "lstm")])
+def test_a_random_model_decodes_identically_in_jax_and_on_the_device(branches, predictor):
+    model, params, flat, spec, x = _random_model(branches, predictor)
+    lengths = np.array([x.shape[1]])
+    network = Network(spec, flat)
+    # Encoder outputs and branch decisions, frame by frame against the whole-sequence pass.
+    enc_proj, _ = model.apply({"params": params}, x, lengths, method=Transducer.encode)
+    trace = model.apply({"params": params}, x, lengths, method=Transducer.route)
+    state, outputs, chosen = network.encoder.initial_state(), [], []
+    for frame in x[0]:
+        out, state, branch = network.encode_step(frame[None], state)
+        outputs.append(out[0])
+        chosen.append(branch)
+    np.testing.assert_allclose(np.stack(outputs), enc_proj[0], atol=1e-5)
+    if len(branches) > 1:
+        expected = np.argmax(np.asarray(trace.gates[0]), axis=-1)
+        np.testing.assert_array_equal(chosen, expected)
+        assert len(set(chosen)) == 3  # every branch ran somewhere
+    # Greedy, beam, and beam with a fused LM: the same tokens.
+    sentences = [np.random.default_rng(i).integers(1, 7, 8) for i in range(30)]
+    fusion = (lm.build_ngram(sentences, 7, 3),)
+    cases = [("greedy", dict(beam=1), lambda: decoding.greedy_decode(
+                 model, params, x, lengths, max_length=40)),
+             ("beam", dict(beam=3), lambda: decoding.beam_decode(
+                 model, params, x, lengths, beam=3, max_length=40)),
+             ("beam+lm", dict(beam=3, fusion=search.Fusion.of(fusion, [0.4], 0.3)),
+              lambda: decoding.beam_decode(model, params, x, lengths, beam=3, max_length=40,
+                                           fusion=decoding.Fusion.of(list(fusion), [0.4], 0.3)))]
+    for name, kwargs, jax_decode in cases:
+        tokens, token_lengths = jax_decode()
+        expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
+        recognizer = Recognizer(spec, flat, **kwargs)
+        stream = recognizer.stream()
+        for frame in x[0]:
+            stream.accept_frame(frame)
+        assert stream.finish().tokens == expected, name
+        assert len(expected) > (5 if name == "greedy" else 0), name  # the model emits labels
+
+
+def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
+        tiny_dense_run, tmp_path):
+    from amnet import trainer
+
+    device = tmp_path / "device.safetensors"
+    out = subprocess.run([sys.executable, "-m", "neuraldiff.cli", "export",
+                          f"--run={tiny_dense_run}", f"--out={device}"], cwd=ROOT, env=_env(),
+                         text=True, capture_output=True, timeout=HANG_GUARD_S)
+    assert out.returncode == 0, out.stderr
+    config = trainer.read_run_config(tiny_dense_run)
+    source = trainer.open_dataset(config, config.data.test_split)
+    audio = {source[i]["id"].decode() if isinstance(source[i]["id"], bytes) else
+             source[i]["id"]: source[i]["speech"] for i in range(len(source))}
+    expected = {}
+    for line in (tiny_dense_run / "outputs.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        expected[row["id"]] = row
+    assert set(expected) == set(audio)
+    c = config.lm
+    decoders = {"greedy": Recognizer.load(device),
+                "beam": Recognizer.load(device, beam=config.eval.beam),
+                "beam_lm": Recognizer.load(device, beam=c.beam,
+                                           lm=tiny_dense_run / trainer.LM_FILE,
+                                           lm_weights=[c.weight], length_bonus=c.length_bonus)}
+    for name, recognizer in decoders.items():
+        for uid, speech in audio.items():
+            assert recognizer.transcribe(speech).text == expected[uid][name], (name, uid)
+
+
+def test_a_model_file_without_a_recognizer_configuration_is_refused(tmp_path):
+    path = tmp_path / "params.safetensors"
+    model_file.save(path, {"w": np.zeros((2, 2), np.float32)})
+    with pytest.raises(SpecError, match="carries no recognizer configuration"):
+        Recognizer.load(path)
+    model_file.save(path, {"w": np.zeros((2, 2), np.float32)},
+                    metadata={"amnet": '{"format": "amnet-device/9"}'})
+    with pytest.raises(SpecError, match="format 'amnet-device/9'"):
+        Recognizer.load(path)
+
+
+def _transcribe(*args):
+    return subprocess.run([sys.executable, "-m", "amnet.transcribe", *map(str, args)], cwd=ROOT,
+                          env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+
+
+def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
+        tiny_dense_run, tmp_path):
+    import scipy.signal
+    import soundfile
+
+    from amnet import trainer
+
+    device = tmp_path / "device.safetensors"
+    from amnet import export
+
+    export.export_run(tiny_dense_run, device)
+    config = trainer.read_run_config(tiny_dense_run)
+    source = trainer.open_dataset(config, config.data.test_split)
+    example = source[0]
+    speech = example["speech"]
+    uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
+    expected = {json.loads(line)["id"]: json.loads(line)
+                for line in (tiny_dense_run / "outputs.jsonl").read_text().splitlines()}[uid]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    soundfile.write(clips / "a16k.wav", speech, 16_000, subtype="PCM_16")
+    soundfile.write(clips / "b16k.flac", speech, 16_000)
+    for rate in (8_000, 44_100):
+        resampled = scipy.signal.resample_poly(speech / 32768.0, rate // 100, 160)
+        stereo = np.stack([resampled, 0.5 * resampled], axis=1)
+        soundfile.write(clips / f"c{rate}.wav", stereo, rate, subtype="FLOAT")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "noise.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    (bad / "empty.wav").write_bytes(b"")
+    soundfile.write(bad / "silent0.wav", np.zeros(0, np.int16), 16_000)
+    soundfile.write(bad / "long.wav", np.zeros(16_000 * 20, np.int16), 16_000)
+    soundfile.write(bad / "nan.wav", np.full(1600, np.nan, np.float32), 16_000, subtype="FLOAT")
+
+    out = _transcribe(f"--model={device}", "--format=jsonl", "--words", clips)
+    assert out.returncode == 0, out.stderr
+    records = {Path(r["id"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert sorted(records) == ["a16k.wav", "b16k.flac", "c44100.wav", "c8000.wav"]
+    # The corpus's own 16 kHz samples: the training run's transcript, exactly.
+    assert records["a16k.wav"]["text"] == records["b16k.flac"]["text"] == expected["greedy"]
+    assert records["c44100.wav"]["converted"] == "2 ch 44100 Hz -> mono 16000 Hz"
+    assert "converted" not in records["a16k.wav"]
+    beam = _transcribe(f"--run_dir={tiny_dense_run}", "--decoder=beam_lm",
+                       f"--beam={config.lm.beam}", clips / "a16k.wav")
+    assert beam.returncode == 0 and beam.stdout.split("\t")[1].rstrip("\n") == \
+        expected["beam_lm"], beam.stderr
+
+    out = _transcribe(f"--model={device}", "--max_seconds=15", clips / "a16k.wav", bad,
+                      tmp_path / "missing.wav")
+    assert out.returncode == 1
+    assert out.stdout.count("\t") == 1  # the good file was transcribed
+    for name, reason in (("noise.wav", "not a readable audio file"),
+                         ("empty.wav", "not a readable audio file"),
+                         ("silent0.wav", "no samples"), ("long.wav", "more than the limit"),
+                         ("nan.wav", "NaN or infinite"), ("missing.wav", "no such file")):
+        assert any(name in line and reason in line for line in out.stderr.splitlines()), \
+            (name, out.stderr)
+    assert "6 file(s) failed" in out.stderr
+
+    params_only = tmp_path / "params.safetensors"
+    model_file.save(params_only, {"w": np.zeros(2, np.float32)})
+    out = _transcribe(f"--model={params_only}", clips)
+    assert out.returncode == 2 and f"{params_only} carries no recognizer configuration" in \
+        out.stderr
+
+
+def test_an_update_applied_on_the_device_is_what_the_recognizer_then_runs(
+        tiny_dense_run, tmp_path):
+    from amnet import export
+    from neuraldiff import package, posthoc, tree
+
+    device = tmp_path / "device.safetensors"
+    export.export_run(tiny_dense_run, device)
+    base = model_file.read(device)
+    rng = np.random.default_rng(0)
+    target = {n: (w + rng.normal(0, 0.05, w.shape)).astype(np.float32) if w.ndim == 2 else w
+              for n, w in base.params.items()}
+    names = tree.Selector().names(tree.unflatten(base.params))
+    contents = posthoc.topk_delta(base.params, target, names, 200_000)
+    data, server = package.pack("topk", contents, base.params, version=1)
+    update = tmp_path / "u.ndiff"
+    update.write_bytes(data)
+    out = subprocess.run([sys.executable, "-m", "neuraldiff.cli", "apply", f"--package={update}",
+                          f"--model={device}"], cwd=ROOT, env=_env(), text=True,
+                         capture_output=True, timeout=HANG_GUARD_S)
+    assert out.returncode == 0, out.stderr
+    updated = Recognizer.load(device)  # the configuration came through the update
+    frame = np.random.default_rng(1).normal(size=(1, updated.spec.model["input_dim"]))
+    logits = []
+    for params in (None, server, base.params):
+        recognizer = updated if params is None else Recognizer(updated.spec, params)
+        network = recognizer.network
+        enc, _, _ = network.encode_step(frame.astype(np.float32),
+                                        network.encoder.initial_state())
+        logits.append(network.joint(enc, np.zeros_like(enc)))
+    np.testing.assert_array_equal(logits[0], logits[1])  # the device runs the server's model
+    assert not np.array_equal(logits[0], logits[2])  # and not the old one
