@@ -6,7 +6,10 @@
     LowRank   two thin products, `(x U) V` with U `[in, r]`, V `[r, out]`
 
 `linear(params, name, spec)` builds the one a parameter tree holds: `name` for dense and sparse
-kernels, `name_u` / `name_v` for low rank (`amnet.lstm.weight_param`).
+kernels, `name_u` / `name_v` for low rank (`amnet.lstm.weight_param`). `stacked` joins two maps
+of the same output width applied to two inputs, `[x, h] -> x W_x + h W_h`, into one (one sparse
+matrix, one dense matrix, or block-diagonal low-rank factors): at batch 1 a NumPy call costs
+microseconds whatever its size, so fewer, larger products are what makes thin ones pay off.
 """
 
 from __future__ import annotations
@@ -32,16 +35,20 @@ class Dense:
 
 
 class Sparse:
-    def __init__(self, kernel: np.ndarray):
-        self.transposed = scipy.sparse.csr_matrix(np.asarray(kernel, np.float32).T)
-        self._shape = kernel.shape
+    def __init__(self, transposed: scipy.sparse.csr_matrix):
+        self.transposed = transposed  # [out, in]
+
+    @classmethod
+    def of(cls, kernel: np.ndarray) -> Sparse:
+        """From a dense `[in, out]` kernel (its exact zeros are left out)."""
+        return cls(scipy.sparse.csr_matrix(np.asarray(kernel, np.float32).T))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.transposed @ x.T, np.float32).T
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self._shape
+        return self.transposed.shape[1], self.transposed.shape[0]
 
     @property
     def nnz(self) -> int:
@@ -65,10 +72,24 @@ Linear = Dense | Sparse | LowRank
 DENSE = LinearSpec()
 
 
+def stacked(a: Linear, b: Linear) -> Linear:
+    """One map of `[x, h]` (x for `a`, h for `b`) equal to `a(x) + b(h)`; same kind."""
+    if isinstance(a, LowRank) and isinstance(b, LowRank):
+        (m, r), (n, s) = a.u.shape, b.u.shape
+        u = np.zeros((m + n, r + s), np.float32)
+        u[:m, :r], u[m:, r:] = a.u, b.u
+        return LowRank(u, np.concatenate([a.v, b.v]))
+    if isinstance(a, Sparse) and isinstance(b, Sparse):
+        return Sparse(scipy.sparse.hstack([a.transposed, b.transposed], format="csr"))
+    if isinstance(a, Dense) and isinstance(b, Dense):
+        return Dense(np.concatenate([a.kernel, b.kernel]))
+    raise TypeError(f"cannot stack a {type(a).__name__} and a {type(b).__name__}")
+
+
 def linear(params: Mapping[str, np.ndarray], name: str, spec: LinearSpec = DENSE) -> Linear:
     """The kernel `name` of a flat parameter dict, stored as `spec` says."""
     if spec.kind == "lowrank":
         return LowRank(params[f"{name}_u"], params[f"{name}_v"])
     if spec.kind == "sparse":
-        return Sparse(params[name])
+        return Sparse.of(params[name])
     return Dense(params[name])

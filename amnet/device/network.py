@@ -16,17 +16,13 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
+import scipy.special
 
 from amnet.device import kernels
 from amnet.device.spec import DeviceSpec
 from amnet.flops import LinearSpec
 
 Carry = tuple[np.ndarray, np.ndarray]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
 
 
 class LSTMLayer:
@@ -40,6 +36,7 @@ class LSTMLayer:
         self.hidden = self.bias.shape[0] // 4
         self.output_dim = (self.projection.shape[1] if self.projection is not None
                            else self.hidden)
+        self.gates = kernels.stacked(self.input, self.recurrent)  # [x, h] -> both products
 
     def initial_carry(self, n: int) -> Carry:
         return (np.zeros((n, self.output_dim), np.float32),
@@ -48,10 +45,12 @@ class LSTMLayer:
     def step(self, x: np.ndarray, carry: Carry) -> Carry:
         """x `[N, D]`, carry -> the new (h, c)."""
         h, c = carry
-        gates = (self.input(x) + self.bias) + self.recurrent(h)
-        i, f, g, o = np.split(gates, 4, axis=-1)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c)
+        gates = self.gates(np.concatenate([x, h], axis=-1)) + self.bias
+        hidden = self.hidden
+        sig = scipy.special.expit(gates)  # i, f and o (g's column block unused)
+        c = sig[:, hidden:2 * hidden] * c + sig[:, :hidden] * np.tanh(
+            gates[:, 2 * hidden:3 * hidden])
+        h = sig[:, 3 * hidden:] * np.tanh(c)
         if self.projection is not None:
             h = self.projection(h)
         return h, c

@@ -1,0 +1,175 @@
+r"""The device runtime (`amnet.device`) on one core: parity with JAX, real-time factor, and
+AmNet's measured against its counted saving.
+
+    python -m benchmarks.device --run_dir=runs/demo [--data_dir=data] [--utterances=300]
+    python -m benchmarks.device                    # the branch costs alone
+
+1. With --run_dir: every utterance of the run's test split through the device runtime (greedy,
+   beam, beam + LM, as the run's test decoding), against the transcripts JAX wrote in the run's
+   outputs.jsonl: how many are identical, the WER of each, and the real-time factor (compute
+   seconds per second of audio, features included).
+2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
+   against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
+   branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
+   1 - C_k / C_dense (`amnet.flops`). Target: measured >= 0.9x counted.
+
+One thread (the BLAS thread variables are set before NumPy loads), medians over repeats; the
+two encoders of a comparison are timed in alternation, so that both see the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from amnet.device import search  # noqa: E402
+from amnet.device.kernels import DENSE  # noqa: E402
+from amnet.device.recognizer import Recognizer  # noqa: E402
+from amnet.device.spec import DeviceSpec  # noqa: E402
+from amnet.flops import LinearSpec  # noqa: E402
+
+
+def parity(run_dir: Path, data_dir: str | None, utterances: int) -> list[str]:
+    import jiwer
+
+    from amnet import checkpointing, export, lm, trainer
+    from neuraldiff import updates
+
+    config = trainer.read_run_config(run_dir, data_dir)
+    spec = export.device_spec(config)
+    params = updates.flat(checkpointing.load_params(run_dir)[0])
+    fusion = search.Fusion.of([lm.load(run_dir / trainer.LM_FILE)], [config.lm.weight],
+                              config.lm.length_bonus)
+    recognizers = {"greedy": Recognizer(spec, params),
+                   "beam": Recognizer(spec, params, beam=config.eval.beam),
+                   "beam_lm": Recognizer(spec, params, beam=config.lm.beam, fusion=fusion)}
+    jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
+                                        .splitlines())}
+    source = trainer.open_dataset(config, config.data.test_split)
+    count = min(utterances, len(source))
+    rows = ["| decoder | utterances | identical to JAX | WER device | WER JAX | RTF |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, recognizer in recognizers.items():
+        same, refs, device_hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
+        for i in range(count):
+            example = source[i]
+            uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
+            start = time.perf_counter()
+            text = recognizer.transcribe(example["speech"]).text
+            compute += time.perf_counter() - start
+            audio_s += example["speech"].shape[0] / recognizer.sample_rate
+            expected = jax_rows[uid]
+            same += text == expected[name]
+            refs.append(expected["reference"])
+            device_hyps.append(text)
+            jax_hyps.append(expected[name])
+        device_wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in hyps])
+                               for hyps in (device_hyps, jax_hyps))
+        rows.append(f"| {name} | {count} | {same} | {device_wer:.2%} | {jax_wer:.2%} | "
+                    f"{compute / audio_s:.4f} |")
+    return rows
+
+
+def _branch_model(fast: str, rng: np.random.Generator):
+    """A `small`-size AmNet (dense + `fast`) with random weights, as flat params and a spec."""
+    from amnet import frontend
+
+    model = {"vocab_size": 29, "input_dim": 240, "encoder_layers": 3, "encoder_hidden": 256,
+             "encoder_projection": None, "embed_dim": 64, "predictor": "lstm",
+             "predictor_context": 2, "predictor_layers": 1, "predictor_hidden": 256,
+             "joint_dim": 256, "blank": 0, "encoder_branches": ["dense", fast],
+             "arbitrator_hidden": 16, "frame_period_s": 0.03, "processor_flops": 1e8}
+    params = {}
+
+    def weight(name, shape, spec=DENSE):
+        if spec.kind == "lowrank":
+            params[f"{name}_u"] = rng.normal(0, 0.1, (shape[0], spec.rank)).astype(np.float32)
+            params[f"{name}_v"] = rng.normal(0, 0.1, (spec.rank, shape[1])).astype(np.float32)
+            return
+        w = rng.normal(0, 0.1, shape).astype(np.float32)
+        if spec.kind == "sparse":
+            w[rng.random(shape) < spec.sparsity] = 0.0
+        params[name] = w
+
+    for k, text in enumerate(model["encoder_branches"]):
+        spec = LinearSpec.parse(text)
+        for layer in range(3):
+            prefix = f"encoder/branch_{k}/layers_{layer}"
+            weight(f"{prefix}/input_kernel", (240 if layer == 0 else 256, 1024), spec)
+            weight(f"{prefix}/recurrent_kernel", (256, 1024), spec)
+            params[f"{prefix}/bias"] = np.zeros(1024, np.float32)
+    for name, shape in (("encoder/arbitrator/w1", (241, 16)), ("encoder/arbitrator/b1", (16,)),
+                        ("encoder/arbitrator/w2", (17, 2)), ("encoder/arbitrator/b2", (2,)),
+                        ("embed/embedding", (29, 64)), ("predictor/layers_0/input_kernel",
+                                                        (64, 1024)),
+                        ("predictor/layers_0/recurrent_kernel", (256, 1024)),
+                        ("predictor/layers_0/bias", (1024,)),
+                        ("encoder_to_joint/kernel", (256, 256)), ("encoder_to_joint/bias", (256,)),
+                        ("predictor_to_joint/kernel", (256, 256)),
+                        ("output_kernel", (256, 29)), ("output_bias", (29,))):
+        weight(name, shape)
+    params["output_bias"][0] = 1e4  # every frame: one joint evaluation, then blank
+    import dataclasses
+
+    spec = DeviceSpec(model, dataclasses.asdict(frontend.FrontendConfig()),
+                      ("", *" 'abcdefghijklmnopqrstuvwxyz"), 160)
+    return spec, params
+
+
+def branch_costs(frames: int, repeats: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (frames, 240)).astype(np.float32)
+    rows = ["| fast branch | ms/frame dense | ms/frame fast | measured saving | counted saving "
+            "| measured / counted |", "|---|---:|---:|---:|---:|---:|"]
+    for fast in ("lowrank(16)", "sparse(0.9)"):
+        spec, params = _branch_model(fast, rng)
+        costs = spec.branch_flops()
+        recognizers = []
+        for k in range(2):
+            forced = dict(params)
+            forced["encoder/arbitrator/b2"] = np.where(np.arange(2) == k, 1e4, 0).astype(
+                np.float32)
+            recognizers.append(Recognizer(spec, forced))
+        times = {0: [], 1: []}
+        for repeat in range(repeats):  # interleaved: both see the same machine
+            for k in (0, 1) if repeat % 2 == 0 else (1, 0):
+                stream = recognizers[k].stream()
+                start = time.perf_counter()
+                for frame in x:
+                    stream.accept_frame(frame)
+                times[k].append((time.perf_counter() - start) / frames)
+                assert set(stream.branches) == {k}
+        per_frame = {k: statistics.median(t) for k, t in times.items()}
+        measured = 1 - per_frame[1] / per_frame[0]
+        counted = 1 - costs[1] / costs[0]
+        rows.append(f"| {fast} | {1e3 * per_frame[0]:.3f} | {1e3 * per_frame[1]:.3f} | "
+                    f"{measured:.1%} | {counted:.1%} | {measured / counted:.2f} |")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run_dir")
+    p.add_argument("--data_dir")
+    p.add_argument("--utterances", type=int, default=300)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    if args.run_dir:
+        print("\n".join(parity(Path(args.run_dir), args.data_dir, args.utterances)))
+        print()
+    print("\n".join(branch_costs(args.frames, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
