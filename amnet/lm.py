@@ -18,6 +18,9 @@ interpolated KN does, so folding the back-off into `next_state` is exact. Charac
 project's default vocabulary) make the LM open-vocabulary: a new name still gets a
 probability, which word n-grams would not give.
 
+Context (biasing): an Aho-Corasick automaton of phrases to boost, e.g. the new names of an
+update (`build_context`); fused with a weight equal to the bonus per matched token.
+
 Lexicon: a prefix tree of the words of the training transcripts; a label that does not
 continue a word of the lexicon scores `NEG`, a space or the end is allowed only after a whole
 word. It constrains the beam to known words (`decode with a lexicon`, docs/rnnt.md).
@@ -166,6 +169,58 @@ def build_lexicon(sentences: Iterable[Sequence[int]], vocab_size: int,
             log_probs[node, separator], next_state[node, separator] = 0.0, 0
     return Automaton(log_probs, next_state, 0, "lexicon",
                      {"words": int(sum(word_end)), "separator": separator})
+
+
+def build_context(phrases: Iterable[Sequence[int]], vocab_size: int) -> Automaton:
+    """Contextual biasing toward `phrases` (token-id sequences: new words, names), as an
+    Aho-Corasick automaton whose scores, times the fusion weight (the bonus per token), reward
+    each token that extends a match, take back what a broken-off match earned, and keep what a
+    completed phrase earned.
+
+    States are the trie's nodes (phrase prefixes), Φ(s) the tokens matched at s. A label v
+    moves s to t = the longest phrase prefix that ends the text (the goto/failure function)
+    and scores Φ(t) - Φ(s), plus Φ(t) when t ends a phrase (banked: the fall back that follows
+    takes Φ(t) back, the bank keeps it); the end of the utterance scores -Φ(s). Over an
+    utterance the total is the summed length of the completed matches and a partial match
+    nets 0, while during the search a hypothesis inside a match carries its bonus, so that it
+    survives the beam until the phrase can complete. A phrase that ends inside a longer
+    match (a proper suffix of it) is not banked. No phrases: every score 0 (plain search).
+    """
+    phrases = list(phrases)
+    phrases = _check_sentences(phrases, vocab_size) if phrases else []
+    if any(not p for p in phrases):
+        raise ValueError("an empty phrase cannot be boosted")
+    children: list[dict[int, int]] = [{}]
+    depth, ends = [0], [False]
+    for phrase in phrases:
+        node = 0
+        for t in phrase:
+            if t not in children[node]:
+                children[node][t] = len(children)
+                children.append({})
+                depth.append(depth[node] + 1)
+                ends.append(False)
+            node = children[node][t]
+        ends[node] = True
+    size = len(children)
+    next_state = np.zeros((size, vocab_size), np.int32)
+    order = sorted(range(size), key=lambda s: depth[s])  # breadth first: failures known
+    fail = [0] * size
+    for s in order:
+        for v in range(1, vocab_size):
+            child = children[s].get(v)
+            if child is not None:
+                next_state[s, v] = child
+                fail[child] = next_state[fail[s], v] if s else 0
+            else:
+                next_state[s, v] = next_state[fail[s], v] if s else 0
+    potential = np.asarray(depth, np.float32)
+    log_probs = potential[next_state] - potential[:, None]
+    log_probs += np.where(np.asarray(ends)[next_state], potential[next_state], 0.0)
+    log_probs[:, END] = -potential
+    next_state[:, END] = 0
+    return Automaton(log_probs.astype(np.float32), next_state, 0, "context",
+                     {"phrases": len(phrases)})
 
 
 def score(automaton: Automaton, tokens: Sequence[int]) -> float:

@@ -8,7 +8,8 @@ Inputs: WAV/FLAC/... files or directories (searched for audio files), any sample
 channel count (mixed down to mono and resampled to the model's rate). The model: a device model
 file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed) or a training
 run (`--run_dir`, its newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
-(--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`).
+(--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`);
+`--context=phrases.txt` boosts phrases (new names) in beam search (`amnet.lm.build_context`).
 Output on stdout: `<file>\t<text>` lines, or JSON lines (id = the file) with the text,
 duration, per-word times (greedy, --words) and the encoder branch share (AmNet). `--stream`
 feeds each file in 100 ms chunks and prints the partial transcript whenever it changes
@@ -42,26 +43,44 @@ def _from_run(run_dir: Path, args) -> Recognizer:
 
     config = trainer.read_run_config(run_dir)
     params, _ = checkpointing.load_params(run_dir)
-    kwargs = _decoder_options(args, run_dir / LM_FILE, config.lm.weight, config.lm.length_bonus)
     spec = export.device_spec(config)
+    kwargs = _decoder_options(args, spec, run_dir / LM_FILE, config.lm.weight,
+                              config.lm.length_bonus)
     return Recognizer(spec, updates.flat(params), **kwargs)
 
 
-def _decoder_options(args, default_lm: Path | None, lm_weight: float,
+def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight: float,
                      length_bonus: float) -> dict:
     from amnet import lm as lm_lib
     from amnet.device import search
 
     if args.decoder == "greedy":
+        if args.context:
+            raise ValueError("--context needs beam search (--decoder=beam or beam_lm)")
         return {"beam": 1}
-    if args.decoder == "beam":
-        return {"beam": args.beam}
-    path = Path(args.lm) if args.lm else default_lm
-    if path is None or not path.is_file():
-        raise ValueError(f"--decoder=beam_lm needs an LM file: --lm=... (looked for {path})")
-    weight = args.lm_weight if args.lm_weight is not None else lm_weight
-    bonus = args.length_bonus if args.length_bonus is not None else length_bonus
-    return {"beam": args.beam, "fusion": search.Fusion.of([lm_lib.load(path)], [weight], bonus)}
+    automata, weights, bonus = [], [], 0.0
+    if args.decoder == "beam_lm":
+        path = Path(args.lm) if args.lm else default_lm
+        if path is None or not path.is_file():
+            raise ValueError(f"--decoder=beam_lm needs an LM file: --lm=... (looked for {path})")
+        automata.append(lm_lib.load(path))
+        weights.append(args.lm_weight if args.lm_weight is not None else lm_weight)
+        bonus = args.length_bonus if args.length_bonus is not None else length_bonus
+    if args.context:
+        automata.append(lm_lib.build_context(read_phrases(args.context, spec),
+                                             len(spec.tokens)))
+        weights.append(args.context_bonus)
+    fusion = search.Fusion.of(automata, weights, bonus) if automata else None
+    return {"beam": args.beam, "fusion": fusion}
+
+
+def read_phrases(path: str | Path, spec: DeviceSpec) -> list[list[int]]:
+    """Token ids of the phrases of a file, one per line (blank lines skipped)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read phrases {path}: {e.strerror}") from None
+    return [spec.encode(line) for line in lines if line.strip()]
 
 
 def make_recognizer(args) -> Recognizer:
@@ -71,7 +90,7 @@ def make_recognizer(args) -> Recognizer:
         return _from_run(Path(args.run_dir), args)
     model = model_file.read(args.model)
     spec = DeviceSpec.from_metadata(model.metadata, str(args.model))
-    return Recognizer(spec, model.params, **_decoder_options(args, None, 0.15, 0.5))
+    return Recognizer(spec, model.params, **_decoder_options(args, spec, None, 0.15, 0.5))
 
 
 def _record(path: Path, result, audio: audio_lib.Audio, with_words: bool) -> dict:
@@ -115,6 +134,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lm", help="character LM file for beam_lm (default: the run's)")
     p.add_argument("--lm_weight", type=float, help="default: the run's, else 0.15")
     p.add_argument("--length_bonus", type=float, help="default: the run's, else 0.5")
+    p.add_argument("--context", help="phrases to boost, one per line (contextual biasing; "
+                                     "beam search)")
+    p.add_argument("--context_bonus", type=float, default=2.0,
+                   help="bonus per matched token of a phrase")
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.add_argument("--words", action="store_true", help="per-word times (greedy, jsonl)")
     p.add_argument("--stream", action="store_true",

@@ -4,6 +4,8 @@ the validation split, never on test.
 
     python -m experiments.decode --run_dir=runs/demo --split=validation \
         --lm_weights=0.3,0.5,0.7 --length_bonus=0.5,1.0,1.5 [--lm_order=6] [--lexicon]
+    python -m experiments.decode --run_dir=runs/demo --split=test --data_dir=data \
+        --context=new_words.txt --context_bonus=1,2,4      # contextual biasing (amnet.lm)
 
 The LM is the run's (`lm.safetensors`, built from its training transcripts on first use), or,
 with --lm_order other than the run's, one of that order built from the same transcripts (kept
@@ -32,13 +34,25 @@ _LM_ORDER = flags.DEFINE_integer("lm_order", None, "n-gram order (default: the r
 _LM_WEIGHTS = flags.DEFINE_list("lm_weights", [], "LM weights to try (none: the run's).")
 _LENGTH_BONUS = flags.DEFINE_list("length_bonus", [], "Length bonuses to try (none: the run's).")
 _LEXICON = flags.DEFINE_bool("lexicon", False, "Also constrain words to the training lexicon.")
+_CONTEXT = flags.DEFINE_string("context", None, "Phrases to boost in beam search, one per "
+                               "line (contextual biasing: amnet.lm.build_context).")
+_CONTEXT_BONUS = flags.DEFINE_list("context_bonus", ["2"], "Bonuses per matched token to try.")
 _PLAIN = flags.DEFINE_bool("plain", True, "Also decode greedy, beam without LM and CTC greedy.")
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")
 
 
+def read_phrases(path: str | Path, tokenizer) -> list:
+    """Token ids of the phrases in a file, one per line (blank lines skipped)."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    return [tokenizer.encode(line, example_id=f"{path}:{i + 1}")
+            for i, line in enumerate(lines) if line]
+
+
 def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon: bool,
-                weights: Sequence[float], bonuses: Sequence[float]):
-    """[(label, Fusion)] for every (weight, bonus) pair."""
+                weights: Sequence[float], bonuses: Sequence[float], context=None,
+                context_bonuses: Sequence[float] = ()):
+    """[(label, Fusion)] for every (weight, bonus) pair, and with a context automaton
+    (`lm.build_context`) for every context bonus."""
     run_order = config.lm.order
     if order is None or order == run_order:
         ngram = trainer.run_lm(config, run_dir, tokenizer)[0][0]
@@ -51,12 +65,17 @@ def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon:
         config.lm.lexicon = True
         automata.append(trainer.run_lm(config, run_dir, tokenizer)[0][1])
     out = []
-    for weight, bonus in itertools.product(weights, bonuses):
+    for weight, bonus, boost in itertools.product(
+            weights, bonuses, context_bonuses if context is not None else [None]):
         label = f"beam + {ngram.info['order']}-gram LM, weight {weight:g}, bonus {bonus:g}"
         if lexicon:
             label += f", lexicon {config.lm.lexicon_weight:g}"
         fusion_weights = [weight] + ([config.lm.lexicon_weight] if lexicon else [])
-        out.append((label, decoding.Fusion.of(automata, fusion_weights, bonus)))
+        fused = automata
+        if boost is not None:
+            label += f", context bonus {boost:g}"
+            fused, fusion_weights = automata + [context], fusion_weights + [boost]
+        out.append((label, decoding.Fusion.of(fused, fusion_weights, bonus)))
     return out
 
 
@@ -83,8 +102,12 @@ def main(argv: Sequence[str]) -> None:
             decoders["CTC greedy"] = train_step.make_ctc_decoder(model, front)
     weights = [float(w) for w in _LM_WEIGHTS.value] or [config.lm.weight]
     bonuses = [float(b) for b in _LENGTH_BONUS.value] or [config.lm.length_bonus]
+    context = (lm.build_context(read_phrases(_CONTEXT.value, tokenizer), tokenizer.vocab_size)
+               if _CONTEXT.value else None)
+    boosts = [float(b) for b in _CONTEXT_BONUS.value]
     for label, fusion in fusion_grid(config, run_dir, tokenizer, order=_LM_ORDER.value,
-                                     lexicon=_LEXICON.value, weights=weights, bonuses=bonuses):
+                                     lexicon=_LEXICON.value, weights=weights, bonuses=bonuses,
+                                     context=context, context_bonuses=boosts):
         decoders[label] = train_step.make_decoder(model, front, beam=beam, fusion=fusion,
                                                   **common)
     rows = []

@@ -250,6 +250,10 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
                        f"--beam={config.lm.beam}", clips / "a16k.wav")
     assert beam.returncode == 0 and beam.stdout.split("\t")[1].rstrip("\n") == \
         expected["beam_lm"], beam.stderr
+    (tmp_path / "phrases.txt").write_text("Ledecky\n\nKalisz\n")
+    boosted = _transcribe(f"--model={device}", "--decoder=beam", "--beam=2",
+                          f"--context={tmp_path / 'phrases.txt'}", clips / "a16k.wav")
+    assert boosted.returncode == 0 and boosted.stdout.count("\t") == 1, boosted.stderr
 
     out = _transcribe(f"--model={device}", "--max_seconds=15", clips / "a16k.wav", bad,
                       tmp_path / "missing.wav")
@@ -301,3 +305,33 @@ def test_an_update_applied_on_the_device_is_what_the_recognizer_then_runs(
         logits.append(network.joint(enc, np.zeros_like(enc)))
     np.testing.assert_array_equal(logits[0], logits[1])  # the device runs the server's model
     assert not np.array_equal(logits[0], logits[2])  # and not the old one
+
+
+def _contains(tokens, phrase):
+    return any(tokens[i:i + len(phrase)] == phrase for i in range(len(tokens)))
+
+
+def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device():
+    import itertools
+
+    model, params, flat, spec, x = _random_model(("dense",))
+    lengths = np.array([x.shape[1]])
+    plain = decoding.beam_decode(model, params, x, lengths, beam=3, max_length=40)
+    plain = np.asarray(plain[0][0, :int(plain[1][0])]).tolist()
+    phrase = next(list(p) for p in itertools.product(range(1, 7), repeat=3)
+                  if not _contains(plain, list(p)))
+    for phrases, bonus in (([], 5.0), ([phrase], 5.0)):
+        context = lm.build_context([phrase] if phrases else [], 7)
+        tokens, token_lengths = decoding.beam_decode(
+            model, params, x, lengths, beam=3, max_length=40,
+            fusion=decoding.Fusion.of([context], [bonus]))
+        expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
+        stream = Recognizer(spec, flat, beam=3,
+                            fusion=search.Fusion.of([context], [bonus])).stream()
+        for frame in x[0]:
+            stream.accept_frame(frame)
+        assert stream.finish().tokens == expected
+        if phrases:  # the boosted phrase is recognized, which plain search did not emit
+            assert _contains(expected, phrase) and not _contains(plain, phrase), (plain, expected)
+        else:  # an empty list is plain beam search
+            assert expected == plain

@@ -136,3 +136,25 @@ def test_the_lexicon_keeps_every_word_of_the_output_in_the_lexicon():
     assert any(hypotheses)
     for h in hypotheses:
         assert set(h.split()) <= words, h
+
+
+def test_the_context_automaton_keeps_completed_phrases_and_takes_back_partial_ones():
+    # Phrases "a b c" and "b c" over tokens 1..5 (0 = end).
+    context = lm.build_context([[1, 2, 3], [2, 3]], vocab_size=6)
+    assert lm.score(context, [1, 2, 3]) == 3.0  # one completed phrase: its 3 tokens
+    assert lm.score(context, [5, 2, 3, 4]) == 2.0  # "b c" inside other tokens
+    assert lm.score(context, [1, 2, 3, 1, 2, 3]) == 6.0  # twice
+    assert lm.score(context, [1, 2, 4]) == 0.0  # broken off: the bonus is taken back
+    assert lm.score(context, [1, 2]) == 0.0  # unfinished at the end: taken back too
+    # During the search a hypothesis inside a match carries its bonus: +1 per matched token.
+    state, running = context.start, []
+    for t in (1, 2):
+        running.append(float(context.log_probs[state, t]))
+        state = int(context.next_state[state, t])
+    assert running == [1.0, 1.0]
+    empty = lm.build_context([], vocab_size=6)
+    assert not np.any(empty.log_probs) and lm.score(empty, [1, 2, 3]) == 0.0
+    with pytest.raises(ValueError, match="empty phrase"):
+        lm.build_context([[1], []], vocab_size=6)
+    with pytest.raises(ValueError, match="outside 1..5"):
+        lm.build_context([[1, 6]], vocab_size=6)

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from amnet import flops
+from amnet.text import normalize_text
 
 METADATA_KEY = "amnet"
 FORMAT = "amnet-device/1"
@@ -94,6 +95,18 @@ class DeviceSpec:
         """C_k: counted FLOPs of a frame sent to each branch (`amnet.flops`), float32."""
         return np.asarray(flops.frame_costs(SimpleNamespace(**self.model)).per_branch,
                           np.float32)
+
+    def encode(self, text: str) -> list[int]:
+        """Normalized text -> token ids, for character vocabularies (a phrase to boost).
+
+        Raises:
+          SpecError: a wordpiece vocabulary (the device has no sentencepiece model).
+        """
+        if any(len(t) != 1 for t in self.tokens[1:]):
+            raise SpecError("phrases can be encoded on the device for character vocabularies "
+                            "only")
+        ids = {t: i for i, t in enumerate(self.tokens) if i != self.model["blank"]}
+        return [ids[ch] for ch in normalize_text(text)]
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Token ids -> text: characters as they are; wordpieces with their space marker."""
