@@ -4,7 +4,7 @@ Runs inside the jitted train/eval step (on the accelerator), on padded int16 aud
 
 log-mel: frames of `win_length` samples every `hop_length` (no centering: frame i covers
 samples [i*hop, i*hop + win)), periodic Hann window, |rfft(n_fft)|^2, HTK-scale triangular mel
-filters (unit peak, no area normalization) between `f_min` and `f_max`, then
+filters (`amnet.mel`: unit peak, no area normalization) between `f_min` and `f_max`, then
 `log(max(mel, log_floor))`, normalized as `(x - feature_mean) / feature_std` (scalars, or one
 value per mel channel: global CMVN, statistics of the training split from `amnet.cmvn`). A
 waveform of L samples gives `1 + (L - win) // hop` frames (0 if L < win); padded frames are
@@ -14,11 +14,12 @@ zeroed. SpecAugment fills its masks with 0, the normalized features' mean under 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from amnet.mel import mel_filterbank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,27 +59,6 @@ class SpecAugmentConfig:
     max_time_ratio: float = 0.05  # of each utterance's frames, per mask
 
 
-def hz_to_mel(hz):
-    """HTK mel scale."""
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz(mel):
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-@functools.lru_cache(maxsize=8)
-def mel_filterbank(config: FrontendConfig) -> np.ndarray:
-    """Triangular filters `[n_fft // 2 + 1, num_mels]` (float32), peaks at 1."""
-    bin_hz = np.linspace(0.0, config.sample_rate / 2.0, config.n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(config.f_min), hz_to_mel(config.f_max),
-                                  config.num_mels + 2))
-    left, center, right = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bin_hz[:, None] - left) / (center - left)
-    falling = (right - bin_hz[:, None]) / (right - center)
-    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-
-
 def num_frames(num_samples, config: FrontendConfig):
     """Frames produced from `num_samples` samples (works on ints and arrays)."""
     return jnp.maximum(0, (num_samples - config.win_length) // config.hop_length + 1)
@@ -103,7 +83,8 @@ def log_mel(audio: jax.Array, lengths: jax.Array,
     window = jnp.asarray(np.hanning(config.win_length + 1)[:-1], dtype=jnp.float32)
     spectrum = jnp.fft.rfft(frames * window, n=config.n_fft)  # [B, F, n_fft // 2 + 1]
     power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
-    mel = power @ jnp.asarray(mel_filterbank(config))
+    mel = power @ jnp.asarray(mel_filterbank(config.sample_rate, config.n_fft, config.num_mels,
+                                             config.f_min, config.f_max))
     features = (jnp.log(jnp.maximum(mel, config.log_floor))
                 - jnp.asarray(config.feature_mean, jnp.float32)) / jnp.asarray(
                     config.feature_std, jnp.float32)

@@ -34,7 +34,6 @@ from neuraldiff import model_file
 from neuraldiff.model_file import ModelFileError
 
 DECODERS = ("greedy", "beam", "beam_lm")
-LM_FILE = "lm.safetensors"  # as amnet.trainer.LM_FILE: the run's LM
 
 
 def _from_run(run_dir: Path, args) -> Recognizer:
@@ -44,7 +43,7 @@ def _from_run(run_dir: Path, args) -> Recognizer:
     config = trainer.read_run_config(run_dir)
     params, _ = checkpointing.load_params(run_dir)
     spec = export.device_spec(config)
-    kwargs = _decoder_options(args, spec, run_dir / LM_FILE, config.lm.weight,
+    kwargs = _decoder_options(args, spec, run_dir / trainer.LM_FILE, config.lm.weight,
                               config.lm.length_bonus)
     return Recognizer(spec, updates.flat(params), **kwargs)
 

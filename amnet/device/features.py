@@ -9,29 +9,9 @@ has arrived, so the features of a stream never depend on how it was chunked.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-
-def _hz_to_mel(hz):
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-
-def _mel_to_hz(mel):
-    return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
-
-
-@functools.lru_cache(maxsize=8)
-def _filterbank(sample_rate: int, n_fft: int, num_mels: int, f_min: float,
-                f_max: float) -> np.ndarray:
-    """Triangular filters `[n_fft // 2 + 1, num_mels]` float32, peaks at 1 (as the JAX one)."""
-    bin_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), num_mels + 2))
-    left, center, right = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bin_hz[:, None] - left) / (center - left)
-    falling = (right - bin_hz[:, None]) / (right - center)
-    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+from amnet.mel import mel_filterbank
 
 
 class Frontend:
@@ -42,7 +22,7 @@ class Frontend:
         self.win, self.hop = int(config["win_length"]), int(config["hop_length"])
         self.n_fft, self.stack = int(config["n_fft"]), int(config["stack"])
         self.floor = np.float32(config["log_floor"])
-        self.filters = _filterbank(self.sample_rate, self.n_fft, int(config["num_mels"]),
+        self.filters = mel_filterbank(self.sample_rate, self.n_fft, int(config["num_mels"]),
                                    float(config["f_min"]), float(config["f_max"]))
         self.mean = np.asarray(config["feature_mean"], np.float32)
         self.std = np.asarray(config["feature_std"], np.float32)
