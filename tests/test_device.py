@@ -78,7 +78,7 @@ def test_sparse_and_lowrank_kernels_equal_their_dense_products():
     np.testing.assert_allclose(lowrank(x), x @ u @ v, rtol=1e-5, atol=1e-5)
 
 
-def _random_model(branches, predictor="lstm"):
+def _random_model(branches, predictor="lstm", num_mels=80):
     """A random transducer (no training): its decisions exercise every path of the search."""
     config = TransducerConfig(input_dim=24, vocab_size=7, encoder_layers=2, encoder_hidden=16,
                               encoder_projection=None, embed_dim=6, predictor=predictor,
@@ -114,13 +114,13 @@ def _random_model(branches, predictor="lstm"):
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = w
-    spec = DeviceSpec(_asdict(config), _asdict(frontend.FrontendConfig()), tuple("_abcdef"), 40)
+    spec = DeviceSpec(_asdict(config), _asdict(frontend.FrontendConfig(num_mels=num_mels)),
+                      tuple("_abcdef"), 40)
     return model, nested, flat, spec, x
 
 
-@pytest.mark.parametrize("branches,predictor", [
-    (("dense",), "lstm"), (("dense",), "stateless"),
-    (("dense", "lowrank(3)", "sparse(0.8)"), "lstm")])
+@pytest.mark.parametrize("branches,predictor", [  # every kernel and both predictors
+    (("dense",), "stateless"), (("dense", "lowrank(3)", "sparse(0.8)"), "lstm")])
 def test_a_random_model_decodes_identically_in_jax_and_on_the_device(branches, predictor):
     model, params, flat, spec, x = _random_model(branches, predictor)
     lengths = np.array([x.shape[1]])
@@ -335,3 +335,72 @@ def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device
             assert _contains(expected, phrase) and not _contains(plain, phrase), (plain, expected)
         else:  # an empty list is plain beam search
             assert expected == plain
+
+
+def _wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    samples = np.asarray(samples, np.int16)
+    samples = samples[:, None] if samples.ndim == 1 else samples
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(samples.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+_VALID_WAV = _wav_bytes(np.random.default_rng(0).integers(-3000, 3000, 4000))
+
+
+def _random_audio_bytes():
+    from hypothesis import strategies as st
+
+    truncated = st.integers(0, len(_VALID_WAV)).map(lambda n: _VALID_WAV[:n])
+    flipped = st.tuples(st.integers(0, 43), st.integers(0, 255)).map(
+        lambda p: _VALID_WAV[:p[0]] + bytes([p[1]]) + _VALID_WAV[p[0] + 1:])  # the header
+    return st.one_of(st.binary(max_size=2000), truncated, flipped)
+
+
+def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
+    """Random bytes, truncated and corrupted WAV headers (declared lengths and formats
+    included), and edge cases: each is an `AudioError` naming the file or a result, never
+    another exception; hypothesis, 150 examples."""
+    from hypothesis import HealthCheck, given, settings
+
+    from amnet.device import audio
+
+    model, params, flat, spec, _ = _random_model(("dense",), num_mels=8)  # 3 x 8 = 24 inputs
+    recognizer = Recognizer(spec, flat)
+    path = tmp_path / "fuzz.wav"
+
+    def check(data: bytes):
+        path.write_bytes(data)
+        try:
+            clip = audio.read(path, 16_000, max_seconds=60)
+        except audio.AudioError as e:
+            assert str(path) in str(e)
+            return None
+        result = recognizer.transcribe(clip.samples)
+        log_mels = max(0, (clip.samples.shape[0] - 400) // 160 + 1)
+        assert result.frames == log_mels // 3 == len(result.branches)
+        return result
+
+    settings(max_examples=150, deadline=None, derandomize=True,
+             suppress_health_check=[HealthCheck.function_scoped_fixture])(
+        given(_random_audio_bytes())(lambda data: None if check(data) else None))()
+    rng = np.random.default_rng(1)
+    assert check(_wav_bytes(np.zeros(0))) is None  # zero samples: an error
+    assert check(_wav_bytes(np.ones(1))).text == ""  # one sample: no frame, no text
+    assert check(_wav_bytes(rng.integers(-999, 999, (8000, 8)))).frames == 16  # 8 channels
+    import soundfile
+
+    for bad in (np.nan, np.inf):
+        soundfile.write(path, np.full(800, bad, np.float32), 16_000, subtype="FLOAT")
+        with pytest.raises(audio.AudioError, match="NaN or infinite"):
+            audio.read(path, 16_000)
+    soundfile.write(path, np.zeros(16_000 * 61, np.int16), 16_000)  # longer than the limit
+    with pytest.raises(audio.AudioError, match="more than the limit"):
+        audio.read(path, 16_000, max_seconds=60)

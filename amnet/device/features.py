@@ -29,6 +29,11 @@ class Frontend:
         self.window = np.hanning(self.win + 1)[:-1].astype(np.float32)
 
     @property
+    def frame_dim(self) -> int:
+        """Features per encoder frame (stack x num_mels)."""
+        return self.stack * self.filters.shape[1]
+
+    @property
     def samples_per_frame(self) -> int:
         """Samples between two encoder frames (hop x stack)."""
         return self.hop * self.stack
@@ -52,7 +57,7 @@ class Frontend:
         is dropped, as in the JAX frontend)."""
         features = self.log_mel(audio)
         kept = features.shape[0] // self.stack * self.stack
-        return features[:kept].reshape(kept // self.stack, -1)
+        return features[:kept].reshape(kept // self.stack, self.frame_dim)
 
 
 def to_float(audio: np.ndarray) -> np.ndarray:
@@ -79,6 +84,6 @@ class FeatureStream:
         self._buffer = self._buffer[mels.shape[0] * f.hop:]
         self._pending = np.concatenate([self._pending, mels])
         kept = self._pending.shape[0] // f.stack * f.stack
-        frames = self._pending[:kept].reshape(kept // f.stack, -1)
+        frames = self._pending[:kept].reshape(kept // f.stack, f.frame_dim)
         self._pending = self._pending[kept:]
         return frames
