@@ -404,3 +404,53 @@ def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
     soundfile.write(path, np.zeros(16_000 * 61, np.int16), 16_000)  # longer than the limit
     with pytest.raises(audio.AudioError, match="more than the limit"):
         audio.read(path, 16_000, max_seconds=60)
+
+
+def _long_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """Bursts of noisy tones (0.3-2 s) between silences (0.2-1.5 s), int16, 16 kHz."""
+    rng = np.random.default_rng(seed)
+    parts, total = [], 0
+    while total < seconds * 16_000:
+        n = int(rng.uniform(0.3, 2.0) * 16_000)
+        t = np.arange(n) / 16_000
+        tone = np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * rng.uniform(1000, 8000)
+        parts += [tone + rng.normal(0, 500, n),
+                  rng.normal(0, 20, int(rng.uniform(0.2, 1.5) * 16_000))]
+        total += parts[-2].size + parts[-1].size
+    return np.clip(np.concatenate(parts), -32768, 32767).astype(np.int16)
+
+
+def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
+    """The soak test's short version (benchmarks/soak.py runs an hour): 3 minutes through one
+    recognizer in 100 ms chunks. Each segment's tokens equal its audio decoded alone, segments
+    tile the audio, Python memory does not grow and frames do not get slower."""
+    import time
+    import tracemalloc
+
+    from amnet.device.recognizer import Endpointing
+
+    model, params, flat, spec, _ = _random_model(("dense",), num_mels=8)
+    recognizer = Recognizer(spec, flat)
+    audio = _long_audio(180)
+    rules = Endpointing(trailing_silence_after_text_s=0.3, trailing_silence_s=0.6,
+                        max_segment_s=3.0)
+    chunks = (audio[i:i + 1600] for i in range(0, audio.size, 1600))
+    tracemalloc.start()
+    segments, memory, seconds, start = [], [], [], time.perf_counter()
+    for segment in recognizer.segments(chunks, rules):
+        segments.append(segment)
+        memory.append(tracemalloc.get_traced_memory()[0])
+        seconds.append((time.perf_counter() - start) / max(segment.result.frames, 1))
+        start = time.perf_counter()
+    tracemalloc.stop()
+    assert len(segments) >= 30 and sum(bool(s.result.tokens) for s in segments) >= 10
+    assert segments[0].start == 0 and audio.size - segments[-1].end < 480 + 240
+    for before, after in zip(segments, segments[1:], strict=False):
+        assert after.start == before.end - 240  # the next frame's window starts there
+    for segment in segments:
+        alone = recognizer.transcribe(audio[segment.start:segment.end])
+        assert alone.tokens == segment.result.tokens
+        assert alone.frames == segment.result.frames
+    quarter = len(segments) // 4
+    assert max(memory[quarter:]) - memory[quarter] < 1 << 20  # < 1 MiB over 3/4 of the run
+    assert np.median(seconds[-quarter:]) < 2 * np.median(seconds[:quarter])

@@ -19,7 +19,7 @@ class Frontend:
 
     def __init__(self, config: dict):
         self.sample_rate = int(config["sample_rate"])
-        self.win, self.hop = int(config["win_length"]), int(config["hop_length"])
+        self.win, self.hop = int(config["win_length"]), int(config["hop_length"])  # samples
         self.n_fft, self.stack = int(config["n_fft"]), int(config["stack"])
         self.floor = np.float32(config["log_floor"])
         self.filters = mel_filterbank(self.sample_rate, self.n_fft, int(config["num_mels"]),

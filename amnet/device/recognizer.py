@@ -10,12 +10,18 @@ Audio is 16-bit PCM or float samples in [-1, 1] at the model's sample rate, mono
 reads files, resamples and mixes down). A stream consumes each 30 ms encoder frame as soon as
 its samples have arrived; `transcribe` is a stream fed the whole utterance at once, so both
 give the same result.
+
+Endless audio (a microphone): `segments(chunks)` cuts it at endpoints and starts every segment
+from a fresh state, so memory and per-frame cost do not grow, and each segment's result is that
+of its audio decoded alone. Endpoint rules (`Endpointing`, as sherpa-onnx's): after text,
+`trailing_silence_after_text_s` without a new label; without text, `trailing_silence_s`; and
+any segment at `max_segment_s`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,20 @@ from amnet.device import features, search
 from amnet.device.network import Network
 from amnet.device.spec import DeviceSpec
 from neuraldiff import model_file
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpointing:
+    trailing_silence_after_text_s: float = 0.8
+    trailing_silence_s: float = 2.4
+    max_segment_s: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    result: Result
+    start: int  # first sample, from the start of the audio
+    end: int  # one past the last sample its frames used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +111,12 @@ class Recognizer:
     def sample_rate(self) -> int:
         return self.frontend.sample_rate
 
-    def stream(self) -> Stream:
-        return Stream(self)
+    @property
+    def frame_seconds(self) -> float:
+        return self.frontend.samples_per_frame / self.frontend.sample_rate
+
+    def stream(self, endpointing: Endpointing | None = None) -> Stream:
+        return Stream(self, endpointing)
 
     def transcribe(self, audio: np.ndarray) -> Result:
         """audio `[S]` (int16 or float, the model's sample rate, mono) -> `Result`."""
@@ -100,13 +124,40 @@ class Recognizer:
         stream.accept(audio)
         return stream.finish()
 
+    def segments(self, chunks: Iterable[np.ndarray],
+                 endpointing: Endpointing = Endpointing()) -> Iterator[Segment]:
+        """Endless audio in chunks -> one `Segment` per endpoint (and one for the rest).
+
+        The next segment starts at the first sample of the frame after the endpoint, with a
+        new stream; the audio kept meanwhile is at most one segment (`max_segment_s`).
+        """
+        step = self.frontend.samples_per_frame
+        tail = self.frontend.win - self.frontend.hop  # a frame's window beyond its stride
+        buffer, start = np.zeros(0, np.float32), 0
+        stream = self.stream(endpointing)
+        for chunk in chunks:
+            buffer = np.concatenate([buffer, features.to_float(chunk).ravel()])
+            stream.accept(chunk)
+            while stream.ended:
+                cut = stream.frames * step
+                yield Segment(stream.finish(), start, start + cut + tail)
+                buffer, start = buffer[cut:], start + cut
+                stream = self.stream(endpointing)
+                stream.accept(buffer)
+        if stream.frames:
+            yield Segment(stream.finish(), start, start + stream.frames * step + tail)
+
 
 class Stream:
-    """One utterance arriving in chunks."""
+    """One utterance arriving in chunks; with `endpointing`, it stops at an endpoint (`ended`)
+    and ignores the frames after it."""
 
-    def __init__(self, recognizer: Recognizer):
+    def __init__(self, recognizer: Recognizer, endpointing: Endpointing | None = None):
         r = recognizer
         self.recognizer = r
+        self.endpointing = endpointing
+        self.ended = False
+        self._label_frame = -1  # the last frame where the best hypothesis grew
         self.features = features.FeatureStream(r.frontend)
         self.encoder_state = r.network.encoder.initial_state()
         self.search = (search.Greedy(r.network, r.max_symbols, r.max_length) if r.beam == 1
@@ -120,15 +171,30 @@ class Stream:
         if self.finished:
             raise RuntimeError("the stream is finished")
         for frame in self.features.accept(samples):
+            if self.ended:
+                break
             self.accept_frame(frame)
+
+    @property
+    def frames(self) -> int:
+        return len(self.branches)
 
     def accept_frame(self, frame: np.ndarray) -> None:
         """One stacked feature frame `[D]` (features computed elsewhere)."""
         network = self.recognizer.network
         enc_proj, self.encoder_state, branch = network.encode_step(
             np.asarray(frame, np.float32)[None], self.encoder_state)
+        before = self.search.length()
         self.search.step(enc_proj, len(self.branches))
         self.branches.append(branch)
+        if self.search.length() != before:
+            self._label_frame = len(self.branches) - 1
+        if self.endpointing is not None:
+            rules, period = self.endpointing, self.recognizer.frame_seconds
+            silence = (len(self.branches) - 1 - self._label_frame) * period
+            self.ended = (len(self.branches) * period >= rules.max_segment_s
+                          or silence >= (rules.trailing_silence_after_text_s
+                                         if self._label_frame >= 0 else rules.trailing_silence_s))
 
     @property
     def partial(self) -> str:
@@ -142,5 +208,4 @@ class Stream:
         greedy = isinstance(self.search, search.Greedy)
         return Result(r.spec.detokenize(tokens), tokens, len(self.branches),
                       np.asarray(self.branches, np.int32),
-                      list(self.search.frames) if greedy else None,
-                      r.frontend.samples_per_frame / r.frontend.sample_rate)
+                      list(self.search.frames) if greedy else None, r.frame_seconds)

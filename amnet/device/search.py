@@ -101,6 +101,10 @@ class Greedy:
     def best(self) -> list[int]:
         return list(self.tokens)
 
+    def length(self) -> int:
+        """Labels of the best hypothesis so far."""
+        return len(self.tokens)
+
 
 @dataclasses.dataclass
 class Hypotheses:
@@ -192,6 +196,10 @@ class Beam:
         scores = np.where(earlier_twin | ~alive, NEG, np.maximum(merged, NEG)).astype(np.float32)
         pool.scores = scores
         self.state = pool.take(top_k(scores, self.beam))
+
+    def length(self) -> int:
+        """Labels of the best hypothesis so far (before end-of-sentence scores)."""
+        return int(self.state.lengths[int(np.argmax(self.state.scores))])
 
     def best(self) -> list[int]:
         s = self.state
