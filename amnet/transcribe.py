@@ -10,8 +10,11 @@ file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed)
 run (`--run_dir`, its newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
 (--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`);
 `--context=phrases.txt` boosts phrases (new names) in beam search (`amnet.lm.build_context`).
-Output on stdout: `<file>\t<text>` lines, or JSON lines (id = the file) with the text,
-duration, per-word times (greedy, --words) and the encoder branch share (AmNet). `--stream`
+Files longer than --segment_s (30 s) are cut at endpoints (0.8 s without a new label after
+text, `Recognizer.segments`), so hour-long recordings decode in bounded memory; shorter ones are
+decoded whole. Output on stdout: `<file>\t<text>` lines, or
+JSON lines (id = the file) with the text, duration, segments, per-word times (greedy, --words)
+and the encoder branch share (AmNet). `--stream`
 feeds each file in 100 ms chunks and prints the partial transcript whenever it changes
 (stderr). Files that fail are reported at the end (stderr) and make the exit status 1; the
 others are still transcribed.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from amnet.device import audio as audio_lib
-from amnet.device.recognizer import Recognizer
+from amnet.device.recognizer import Endpointing, Recognizer, Segment
 from amnet.device.spec import DeviceSpec, SpecError
 from neuraldiff import model_file
 from neuraldiff.model_file import ModelFileError
@@ -92,34 +96,56 @@ def make_recognizer(args) -> Recognizer:
     return Recognizer(spec, model.params, **_decoder_options(args, spec, None, 0.15, 0.5))
 
 
-def _record(path: Path, result, audio: audio_lib.Audio, with_words: bool) -> dict:
-    record = {"id": str(path), "text": result.text, "duration_s": round(audio.seconds, 3)}
+def _record(path: Path, segments: list[Segment], audio: audio_lib.Audio,
+            with_words: bool) -> dict:
+    rate = audio.sample_rate
+    record = {"id": str(path), "text": " ".join(s.result.text for s in segments
+                                                if s.result.text),
+              "duration_s": round(audio.seconds, 3)}
     if audio.source_rate != audio.sample_rate or audio.channels != 1:
         record["converted"] = f"{audio.channels} ch {audio.source_rate} Hz -> mono " \
                               f"{audio.sample_rate} Hz"
-    if with_words and result.words() is not None:
-        record["words"] = result.words()
-    if result.branches.size and result.branches.max() > 0:
-        shares = np.bincount(result.branches) / result.branches.size
+    if len(segments) > 1:
+        record["segments"] = [{"start_s": round(s.start / rate, 3),
+                               "end_s": round(s.end / rate, 3), "text": s.result.text}
+                              for s in segments]
+    words = [s.result.words() for s in segments]
+    if with_words and all(w is not None for w in words):
+        record["words"] = [{**w, "start_s": round(w["start_s"] + s.start / rate, 3),
+                            "end_s": round(w["end_s"] + s.start / rate, 3)}
+                           for s, ws in zip(segments, words, strict=True) for w in ws]
+    branches = np.concatenate([s.result.branches for s in segments] or [np.zeros(0, int)])
+    if branches.size and branches.max() > 0:
+        shares = np.bincount(branches) / branches.size
         record["branch_share"] = [round(float(s), 4) for s in shares]
+    if any(s.result.truncated for s in segments):
+        record["truncated"] = True
+        print(f"warning: {path}: a segment reached the bound of labels per segment; its "
+              "transcript is cut", file=sys.stderr)
     return record
 
 
 def transcribe_file(recognizer: Recognizer, path: Path, args) -> dict:
+    """A file's transcript: its audio cut at endpoints (`Recognizer.segments`), the segments'
+    texts joined; with --stream, partial transcripts on stderr as the audio is fed."""
     audio = audio_lib.read(path, recognizer.sample_rate, max_seconds=args.max_seconds)
-    if args.stream:
-        stream, last = recognizer.stream(), None
-        chunk = recognizer.sample_rate // 10
-        for start in range(0, audio.samples.shape[0], chunk):
-            stream.accept(audio.samples[start:start + chunk])
-            if stream.partial != last:
-                last = stream.partial
-                print(f"{path} [{(start + chunk) / recognizer.sample_rate:6.1f} s] {last}",
-                      file=sys.stderr, flush=True)
-        result = stream.finish()
-    else:
-        result = recognizer.transcribe(audio.samples)
-    return _record(path, result, audio, args.words)
+    chunk, rate = recognizer.sample_rate // 10, recognizer.sample_rate
+    done, shown = [], [None]
+
+    def show(stream, start):
+        text = " ".join([s.result.text for s in done if s.result.text]
+                        + ([stream.partial] if stream.partial else []))
+        if text != shown[0]:
+            shown[0] = text
+            seconds = (start + stream.frames * recognizer.frontend.samples_per_frame) / rate
+            print(f"{path} [{seconds:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    chunks = (audio.samples[i:i + chunk] for i in range(0, audio.samples.shape[0], chunk))
+    rules = (Endpointing(max_segment_s=args.segment_s) if audio.seconds > args.segment_s
+             else Endpointing(math.inf, math.inf, math.inf))  # short: decoded whole
+    for segment in recognizer.segments(chunks, rules, on_chunk=show if args.stream else None):
+        done.append(segment)
+    return _record(path, done, audio, args.words)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -142,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="feed 100 ms chunks and print partial transcripts on stderr")
     p.add_argument("--max_seconds", type=float, default=3600.0, help="longer files fail")
+    p.add_argument("--segment_s", type=float, default=30.0,
+                   help="longer files are cut at endpoints into segments of at most this")
     return p
 
 

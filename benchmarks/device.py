@@ -50,9 +50,11 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int) -> list[str]:
     params = updates.flat(checkpointing.load_params(run_dir)[0])
     fusion = search.Fusion.of([lm.load(run_dir / trainer.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
-    recognizers = {"greedy": Recognizer(spec, params),
-                   "beam": Recognizer(spec, params, beam=config.eval.beam),
-                   "beam_lm": Recognizer(spec, params, beam=config.lm.beam, fusion=fusion)}
+    bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
+    recognizers = {"greedy": Recognizer(spec, params, **bound),
+                   "beam": Recognizer(spec, params, beam=config.eval.beam, **bound),
+                   "beam_lm": Recognizer(spec, params, beam=config.lm.beam, fusion=fusion,
+                                         **bound)}
     jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
                                         .splitlines())}
     source = trainer.open_dataset(config, config.data.test_split)

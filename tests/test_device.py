@@ -151,7 +151,7 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device(branches, p
     for name, kwargs, jax_decode in cases:
         tokens, token_lengths = jax_decode()
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
-        recognizer = Recognizer(spec, flat, **kwargs)
+        recognizer = Recognizer(spec, flat, max_length=spec.max_length, **kwargs)
         stream = recognizer.stream()
         for frame in x[0]:
             stream.accept_frame(frame)
@@ -178,9 +178,10 @@ def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
         expected[row["id"]] = row
     assert set(expected) == set(audio)
     c = config.lm
-    decoders = {"greedy": Recognizer.load(device),
-                "beam": Recognizer.load(device, beam=config.eval.beam),
-                "beam_lm": Recognizer.load(device, beam=c.beam,
+    bound = {"max_length": config.eval.max_length}  # the JAX decoders' label bound
+    decoders = {"greedy": Recognizer.load(device, **bound),
+                "beam": Recognizer.load(device, beam=config.eval.beam, **bound),
+                "beam_lm": Recognizer.load(device, beam=c.beam, **bound,
                                            lm=tiny_dense_run / trainer.LM_FILE,
                                            lm_weights=[c.weight], length_bonus=c.length_bonus)}
     for name, recognizer in decoders.items():
@@ -230,6 +231,9 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
         resampled = scipy.signal.resample_poly(speech / 32768.0, rate // 100, 160)
         stereo = np.stack([resampled, 0.5 * resampled], axis=1)
         soundfile.write(clips / f"c{rate}.wav", stereo, rate, subtype="FLOAT")
+    pause = np.zeros(16_000 * 3, np.int16)
+    soundfile.write(clips / "d40s.wav", np.concatenate([speech, pause] * 12)[:16_000 * 40],
+                    16_000)  # longer than --segment_s: cut at endpoints
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "noise.wav").write_bytes(np.random.default_rng(0).bytes(5000))
@@ -241,7 +245,11 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
     out = _transcribe(f"--model={device}", "--format=jsonl", "--words", clips)
     assert out.returncode == 0, out.stderr
     records = {Path(r["id"]).name: r for r in map(json.loads, out.stdout.splitlines())}
-    assert sorted(records) == ["a16k.wav", "b16k.flac", "c44100.wav", "c8000.wav"]
+    assert sorted(records) == ["a16k.wav", "b16k.flac", "c44100.wav", "c8000.wav", "d40s.wav"]
+    cuts = records["d40s.wav"]["segments"]
+    assert len(cuts) >= 2 and cuts[0]["start_s"] == 0 and cuts[-1]["end_s"] <= 40
+    assert all(c["end_s"] - c["start_s"] <= 30 for c in cuts) and "segments" not in \
+        records["a16k.wav"]
     # The corpus's own 16 kHz samples: the training run's transcript, exactly.
     assert records["a16k.wav"]["text"] == records["b16k.flac"]["text"] == expected["greedy"]
     assert records["c44100.wav"]["converted"] == "2 ch 44100 Hz -> mono 16000 Hz"
@@ -326,7 +334,7 @@ def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device
             model, params, x, lengths, beam=3, max_length=40,
             fusion=decoding.Fusion.of([context], [bonus]))
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
-        stream = Recognizer(spec, flat, beam=3,
+        stream = Recognizer(spec, flat, beam=3, max_length=spec.max_length,
                             fusion=search.Fusion.of([context], [bonus])).stream()
         for frame in x[0]:
             stream.accept_frame(frame)

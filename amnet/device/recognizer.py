@@ -21,7 +21,7 @@ any segment at `max_segment_s`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,11 @@ from amnet.device import features, search
 from amnet.device.network import Network
 from amnet.device.spec import DeviceSpec
 from neuraldiff import model_file
+
+# Labels per segment at most (the JAX decoders' bound is the run's eval.max_length, 160 for the
+# small corpus; pass `spec.max_length` to reproduce them exactly). A result that reaches it is
+# marked `truncated`.
+MAX_LENGTH = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Result:
     branches: np.ndarray  # [frames] the encoder branch run on each frame
     token_frames: list[int] | None  # greedy: the frame each token was emitted at
     frame_period_s: float
+    truncated: bool = False  # the hypothesis reached the label bound (max_length)
 
     def words(self) -> list[dict] | None:
         """Per-word start and end times in seconds: a word starts at the frame of its first
@@ -80,7 +86,7 @@ class Recognizer:
 
     def __init__(self, spec: DeviceSpec, params: dict[str, np.ndarray], *, beam: int = 1,
                  fusion: search.Fusion | None = None, max_symbols_per_frame: int = 5,
-                 max_length: int | None = None):
+                 max_length: int = MAX_LENGTH):
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         if fusion is not None and beam == 1:
@@ -90,7 +96,7 @@ class Recognizer:
         self.frontend = features.Frontend(spec.frontend)
         self.beam, self.fusion = beam, fusion
         self.max_symbols = max_symbols_per_frame
-        self.max_length = max_length or spec.max_length
+        self.max_length = max_length
 
     @classmethod
     def load(cls, path: str | Path, *, lm: str | Path | Sequence[str | Path] | None = None,
@@ -125,11 +131,14 @@ class Recognizer:
         return stream.finish()
 
     def segments(self, chunks: Iterable[np.ndarray],
-                 endpointing: Endpointing = Endpointing()) -> Iterator[Segment]:
+                 endpointing: Endpointing = Endpointing(),
+                 on_chunk: Callable[[Stream, int], None] | None = None) -> Iterator[Segment]:
         """Endless audio in chunks -> one `Segment` per endpoint (and one for the rest).
 
         The next segment starts at the first sample of the frame after the endpoint, with a
         new stream; the audio kept meanwhile is at most one segment (`max_segment_s`).
+        `on_chunk(stream, start)` sees the current segment's stream (and its first sample)
+        after every chunk: partial results.
         """
         step = self.frontend.samples_per_frame
         tail = self.frontend.win - self.frontend.hop  # a frame's window beyond its stride
@@ -138,6 +147,8 @@ class Recognizer:
         for chunk in chunks:
             buffer = np.concatenate([buffer, features.to_float(chunk).ravel()])
             stream.accept(chunk)
+            if on_chunk is not None:
+                on_chunk(stream, start)
             while stream.ended:
                 cut = stream.frames * step
                 yield Segment(stream.finish(), start, start + cut + tail)
@@ -208,4 +219,5 @@ class Stream:
         greedy = isinstance(self.search, search.Greedy)
         return Result(r.spec.detokenize(tokens), tokens, len(self.branches),
                       np.asarray(self.branches, np.int32),
-                      list(self.search.frames) if greedy else None, r.frame_seconds)
+                      list(self.search.frames) if greedy else None, r.frame_seconds,
+                      len(tokens) >= r.max_length)
