@@ -462,3 +462,53 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
     quarter = len(segments) // 4
     assert max(memory[quarter:]) - memory[quarter] < 1 << 20  # < 1 MiB over 3/4 of the run
     assert np.median(seconds[-quarter:]) < 2 * np.median(seconds[:quarter])
+
+
+_READER = """
+import collections, json, sys, time
+from amnet.device.recognizer import Recognizer
+seen, errors, end = collections.Counter(), [], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        r = Recognizer.load(sys.argv[1])
+        seen[str(r.network.out_bias.tobytes().hex()[:16])] += 1
+    except Exception as e:
+        errors.append(repr(e))
+print(json.dumps({"seen": seen, "errors": errors[:5]}))
+"""
+
+
+def test_recognizers_loading_while_updates_apply_see_the_old_or_the_new_model(tmp_path):
+    """Three processes load the model file in a loop while this one applies full-model
+    updates to it (versions 1, 2, ... alternating two models) for 6 seconds: every load
+    succeeds (fingerprint checked) and holds one of the two models, never a torn file."""
+    from amnet.device.spec import METADATA_KEY
+    from neuraldiff import package, posthoc
+
+    _, _, flat, spec, _ = _random_model(("dense",), num_mels=8)
+    other = {n: (w + 0.5).astype(np.float32) for n, w in flat.items()}
+    device = tmp_path / "device.safetensors"
+    model_file.save(device, flat, metadata={METADATA_KEY: spec.to_json()})
+    models = [flat, other]
+    expected = {m["output_bias"].tobytes().hex()[:16] for m in models}
+    readers = [subprocess.Popen([sys.executable, "-c", _READER, str(device), "6"], cwd=ROOT,
+                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    import time
+
+    applied, version, end = 0, 0, time.monotonic() + 6.5
+    while time.monotonic() < end:
+        current, target = models[version % 2], models[(version + 1) % 2]
+        data, _ = package.pack("full", posthoc.full_model(target), current, version=version + 1)
+        model_file.apply_to_file(device, data)
+        version += 1
+        applied += 1
+    outputs = [r.communicate(timeout=HANG_GUARD_S) for r in readers]
+    assert applied >= 5
+    for stdout, stderr in outputs:
+        assert stdout, stderr
+        report = json.loads(stdout)
+        print(f"{applied} updates applied; a reader loaded {report['seen']}")
+        assert report["errors"] == [], report["errors"]
+        assert set(report["seen"]) <= expected and sum(report["seen"].values()) >= 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device.safetensors"]
