@@ -66,7 +66,7 @@ def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight:
         path = Path(args.lm) if args.lm else default_lm
         if path is None or not path.is_file():
             raise ValueError(f"--decoder=beam_lm needs an LM file: --lm=... (looked for {path})")
-        automata.append(lm_lib.load(path))
+        automata.append(lm_lib.load(path, vocab_size=len(spec.tokens)))
         weights.append(args.lm_weight if args.lm_weight is not None else lm_weight)
         bonus = args.length_bonus if args.length_bonus is not None else length_bonus
     if args.context:

@@ -13,7 +13,8 @@ r"""Update packages from the command line: pack on the server, verify and apply 
 
 Exit status: 0 on success, 1 when a package, model or key is refused (the reason on stderr;
 `apply` then leaves the model file untouched), 2 on bad arguments. `--version` is the version of
-the model a package produces: a device at that version or above refuses it (no rollback).
+the model a package produces (default: the base model file's + 1): a device at that version or
+above refuses it (no rollback).
 """
 
 from __future__ import annotations
@@ -58,11 +59,16 @@ def pack_command(args) -> None:
     # The server's modules (JAX) load here: verify and apply run on a device without them.
     from neuraldiff import posthoc
 
-    base = model_file.load(args.base)
+    base_file = model_file.read(args.base)
+    base = base_file.params
+    version = base_file.version + 1 if args.version is None else args.version
+    if version <= base_file.version:
+        raise ValueError(f"--version={version} is not newer than {args.base}'s version "
+                         f"{base_file.version}: every device would refuse the package")
     budget = _budget(args, base)
     # Contents are fitted to what the budget leaves after the note and signature.
     fit = None if budget is None else budget - package.framing_overhead(
-        note=args.note, signed=bool(args.signing_key), version=args.version)
+        note=args.note, signed=bool(args.signing_key), version=version)
     if (args.diff is None) == (args.target is None):
         raise ValueError("give exactly one of --diff (a learned diff) or --target (a new model)")
     if args.diff is not None:
@@ -85,12 +91,12 @@ def pack_command(args) -> None:
             contents = posthoc.compressed_model(target, names, fit, "int8")
     key = signing.load_private_key(args.signing_key) if args.signing_key else None
     data, result = package.pack(method, contents, base, budget_bytes=budget, note=args.note,
-                                signing_key=key, version=args.version)
+                                signing_key=key, version=version)
     model_file.atomic_write(args.out, data)
     print(json.dumps({"package": args.out, "method": method, "bytes": len(data),
                       "percent_of_model": round(100 * len(data) / sum(
                           v.nbytes for v in base.values()), 3),
-                      "signed": key is not None, "version": args.version,
+                      "signed": key is not None, "version": version,
                       "tensors": len(contents),
                       "result_fingerprint": package.fingerprint(result)}, indent=2))
 
@@ -163,9 +169,9 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--min_ndim", type=int, default=2, help="post-hoc: leaves with a delta")
     pk.add_argument("--signing_key", help="Ed25519 private key (PEM)")
     pk.add_argument("--note", default="")
-    pk.add_argument("--version", type=int, default=1,
-                    help="the version of the model the package produces (devices refuse a "
-                         "package not newer than their model)")
+    pk.add_argument("--version", type=int,
+                    help="the version of the model the package produces (default: the base's "
+                         "+ 1; devices refuse a package not newer than their model)")
     pk.add_argument("--out", required=True)
     pk.set_defaults(handler=pack_command)
 

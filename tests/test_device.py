@@ -403,6 +403,11 @@ def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
     assert check(_wav_bytes(np.zeros(0))) is None  # zero samples: an error
     assert check(_wav_bytes(np.ones(1))).text == ""  # one sample: no frame, no text
     assert check(_wav_bytes(rng.integers(-999, 999, (8000, 8)))).frames == 16  # 8 channels
+    absurd = bytearray(_VALID_WAV)
+    absurd[24:28] = (2**31 - 1).to_bytes(4, "little")  # the header's sample rate
+    (tmp_path / "absurd.wav").write_bytes(bytes(absurd))
+    with pytest.raises(audio.AudioError, match="invalid header"):  # not 320 GiB of filter
+        audio.read(tmp_path / "absurd.wav", 16_000)
     import soundfile
 
     for bad in (np.nan, np.inf):

@@ -507,6 +507,13 @@ def test_cli_keygen_pack_verify_apply_and_refusals(tmp_path):
     replayed = _cli("apply", f"--package={p('u.ndiff')}", f"--model={p('device.safetensors')}")
     assert replayed.returncode == 1 and "at version 1; the package makes version 1: refused" \
         in replayed.stderr
+    # Packing against the updated model (version 1): version 2 by default, 1 refused.
+    again = _cli("pack", f"--base={p('device.safetensors')}", f"--target={p('base.safetensors')}",
+                 "--method=full", f"--out={p('v2.ndiff')}")
+    assert again.returncode == 0 and json.loads(again.stdout)["version"] == 2, again.stderr
+    stale = _cli("pack", f"--base={p('device.safetensors')}", f"--target={p('base.safetensors')}",
+                 "--method=full", "--version=1", f"--out={p('v1.ndiff')}")
+    assert stale.returncode == 1 and "--version=1 is not newer" in stale.stderr
 
     # A learned sparse diff file, fitted to a budget at packing time.
     rng = np.random.default_rng(0)

@@ -3,7 +3,8 @@
 WAV, FLAC and the other formats of libsndfile (`soundfile`); the standard library's `wave`
 reads PCM WAV when soundfile is missing. Channels are averaged to mono; other sample rates are
 resampled with a polyphase filter (`scipy.signal.resample_poly`, the ratio reduced by its gcd).
-Every problem is an `AudioError` naming the file: unreadable or not audio, empty, longer than
+Every problem is an `AudioError` naming the file: unreadable or not audio, a sample rate outside
+1-768 kHz (a corrupt header: resampling from it would need gigabytes), empty, longer than
 `max_seconds`, non-finite samples.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import scipy.signal
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+RATES = (1_000, 768_000)  # sample rates read (Hz): a header outside is corrupt
 
 
 class AudioError(ValueError):
@@ -50,7 +52,7 @@ def _frame_count(path: Path) -> tuple[int, int, int] | None:
     try:
         with wave.open(str(path), "rb") as f:
             return f.getnframes(), f.getframerate(), f.getnchannels()
-    except (wave.Error, EOFError) as e:
+    except (wave.Error, EOFError, OSError) as e:
         raise AudioError(f"{path}: not a readable audio file ({e})") from None
 
 
@@ -65,13 +67,17 @@ def _read_samples(path: Path) -> tuple[np.ndarray, int]:
         pass
     except Exception as e:
         raise AudioError(f"{path}: not a readable audio file ({e})") from None
-    with wave.open(str(path), "rb") as f:
-        width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
-        raw = f.readframes(f.getnframes())
+    try:
+        with wave.open(str(path), "rb") as f:
+            width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
+            raw = f.readframes(f.getnframes())
+    except (wave.Error, EOFError, OSError) as e:
+        raise AudioError(f"{path}: not a readable audio file ({e})") from None
     if width != 2:
         raise AudioError(f"{path}: {8 * width}-bit WAV; without soundfile only 16-bit PCM is "
                          "read (pip install soundfile)")
-    data = np.frombuffer(raw, "<i2").reshape(-1, channels).astype(np.float32) / 32768.0
+    whole = len(raw) // (2 * channels) * 2 * channels  # a truncated last frame is dropped
+    data = np.frombuffer(raw[:whole], "<i2").reshape(-1, channels).astype(np.float32) / 32768.0
     return data, rate
 
 
@@ -86,8 +92,9 @@ def read(path: str | Path, sample_rate: int, *, max_seconds: float = 3600.0) -> 
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     frames, rate, channels = _frame_count(path)
-    if rate <= 0 or channels <= 0:
-        raise AudioError(f"{path}: invalid header (rate {rate}, {channels} channels)")
+    if not RATES[0] <= rate <= RATES[1] or channels <= 0:
+        raise AudioError(f"{path}: invalid header (rate {rate} Hz, {channels} channels; rates "
+                         f"{RATES[0]}-{RATES[1]} Hz are read)")
     if frames > max_seconds * rate:
         raise AudioError(f"{path}: {frames / rate:.0f} s of audio, more than the limit of "
                          f"{max_seconds:g} s (--max_seconds)")

@@ -4,7 +4,9 @@ Encoder (batch 1): per frame, with K >= 2 branches, the arbitrator scores the br
 frame and the simulated processor's backlog (`amnet.encoder`), and only the chosen branch runs;
 its LSTM states go on to the next frame, whichever branch ran. Prediction network (LSTM or
 stateless) and joint take a leading axis N of hypotheses (beam search). All arithmetic is
-float32, in the order the JAX model does it, so that argmax decisions agree.
+float32 (also for a model trained with bfloat16 matmuls); sums may round differently from XLA's
+in the last bits (an LSTM layer's two products are one here), which the parity tests and the
+test-split comparison (`benchmarks/device.py`) show does not change a decision in practice.
 
 Shapes: x `[1, D]` stacked features; carries (h `[N, P]`, c `[N, H]`) per layer; enc_proj and
 pred_proj `[N, J]`; logits `[N, V]`.
