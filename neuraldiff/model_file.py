@@ -68,10 +68,21 @@ def to_bytes(params: Mapping, fingerprint: str | None = None, version: int = 0,
     flat = tree.flatten(params) if any(isinstance(v, Mapping) for v in params.values()) \
         else dict(params)
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
-    return safetensors.numpy.save(
+    return _sorted_metadata(safetensors.numpy.save(
         arrays, metadata={**extra,
                           FINGERPRINT_KEY: fingerprint or package_lib.fingerprint(arrays),
-                          VERSION_KEY: str(version)})
+                          VERSION_KEY: str(version)}))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes with the header's metadata in key order: safetensors keeps it in a
+    hash map, whose order (and so the file's bytes) differs between processes."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def version_of(data: bytes, source: str = "model") -> int:

@@ -530,3 +530,24 @@ def test_cli_keygen_pack_verify_apply_and_refusals(tmp_path):
     assert unsigned.returncode == 1 and "not signed" in unsigned.stderr
     missing = _cli("verify", f"--package={p('nothing.ndiff')}")
     assert missing.returncode == 1 and "cannot read package" in missing.stderr
+
+
+def test_model_files_are_the_same_bytes_in_every_process(tmp_path):
+    """safetensors orders metadata by a per-process hash: model files (and so zstd patch sizes
+    and any file hash) would differ between runs of the same experiment."""
+    params = _flat()
+    metadata = {f"key{i}": f"value {i}" for i in range(8)}
+    here = model_file.to_bytes(params, version=3, metadata=metadata)
+    path = tmp_path / "params.safetensors"
+    model_file.save(path, params)
+    code = ("import sys; from neuraldiff import model_file; "
+            "params = model_file.load(sys.argv[1]); "
+            "sys.stdout.buffer.write(model_file.to_bytes(params, version=3, "
+            f"metadata={metadata!r}))")
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=_env(),
+                             capture_output=True, timeout=HANG_GUARD_S)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == here
+    loaded = model_file.from_bytes(here)
+    assert package.fingerprint(loaded) == package.fingerprint(params)
