@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=12 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -25,7 +25,8 @@ HANG_GUARD_S = 300
 
 
 def test_the_device_runtime_imports_neither_jax_nor_flax():
-    code = ("import sys, amnet.device.recognizer, amnet.device.search, neuraldiff.cli; "
+    code = ("import sys, amnet.device.recognizer, amnet.device.search, amnet.transcribe, "
+            "neuraldiff.cli; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')); "
             "print(loaded); assert not loaded")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), text=True,
@@ -119,6 +120,10 @@ def _random_model(branches, predictor="lstm", num_mels=80):
     return model, nested, flat, spec, x
 
 
+# The JAX decoders' bounds in the parity tests (2 labels per frame: smaller programs to compile).
+_SEARCH = {"max_length": 40, "max_symbols_per_frame": 2}
+
+
 @pytest.mark.parametrize("branches,predictor", [  # every kernel and both predictors
     (("dense",), "stateless"), (("dense", "lowrank(3)", "sparse(0.8)"), "lstm")])
 def test_a_random_model_decodes_identically_in_jax_and_on_the_device(branches, predictor):
@@ -142,16 +147,17 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device(branches, p
     sentences = [np.random.default_rng(i).integers(1, 7, 8) for i in range(30)]
     fusion = (lm.build_ngram(sentences, 7, 3),)
     cases = [("greedy", dict(beam=1), lambda: decoding.greedy_decode(
-                 model, params, x, lengths, max_length=40)),
+                 model, params, x, lengths, **_SEARCH)),
              ("beam", dict(beam=3), lambda: decoding.beam_decode(
-                 model, params, x, lengths, beam=3, max_length=40)),
+                 model, params, x, lengths, beam=3, **_SEARCH)),
              ("beam+lm", dict(beam=3, fusion=search.Fusion.of(fusion, [0.4], 0.3)),
-              lambda: decoding.beam_decode(model, params, x, lengths, beam=3, max_length=40,
+              lambda: decoding.beam_decode(model, params, x, lengths, beam=3, **_SEARCH,
                                            fusion=decoding.Fusion.of(list(fusion), [0.4], 0.3)))]
     for name, kwargs, jax_decode in cases:
         tokens, token_lengths = jax_decode()
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
-        recognizer = Recognizer(spec, flat, max_length=spec.max_length, **kwargs)
+        recognizer = Recognizer(spec, flat, max_length=spec.max_length,
+                                max_symbols_per_frame=_SEARCH["max_symbols_per_frame"], **kwargs)
         stream = recognizer.stream()
         for frame in x[0]:
             stream.accept_frame(frame)
@@ -164,10 +170,9 @@ def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
     from amnet import trainer
 
     device = tmp_path / "device.safetensors"
-    out = subprocess.run([sys.executable, "-m", "neuraldiff.cli", "export",
-                          f"--run={tiny_dense_run}", f"--out={device}"], cwd=ROOT, env=_env(),
-                         text=True, capture_output=True, timeout=HANG_GUARD_S)
-    assert out.returncode == 0, out.stderr
+    from neuraldiff import cli
+
+    assert cli.main(["export", f"--run={tiny_dense_run}", f"--out={device}"]) == 0
     config = trainer.read_run_config(tiny_dense_run)
     source = trainer.open_dataset(config, config.data.test_split)
     audio = {source[i]["id"].decode() if isinstance(source[i]["id"], bytes) else
@@ -201,8 +206,16 @@ def test_a_model_file_without_a_recognizer_configuration_is_refused(tmp_path):
 
 
 def _transcribe(*args):
-    return subprocess.run([sys.executable, "-m", "amnet.transcribe", *map(str, args)], cwd=ROOT,
-                          env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+    """`python -m amnet.transcribe` in this process (its imports are already paid for)."""
+    import contextlib
+    import io
+
+    from amnet import transcribe
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = transcribe.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
@@ -298,10 +311,9 @@ def test_an_update_applied_on_the_device_is_what_the_recognizer_then_runs(
     data, server = package.pack("topk", contents, base.params, version=1)
     update = tmp_path / "u.ndiff"
     update.write_bytes(data)
-    out = subprocess.run([sys.executable, "-m", "neuraldiff.cli", "apply", f"--package={update}",
-                          f"--model={device}"], cwd=ROOT, env=_env(), text=True,
-                         capture_output=True, timeout=HANG_GUARD_S)
-    assert out.returncode == 0, out.stderr
+    from neuraldiff import cli
+
+    assert cli.main(["apply", f"--package={update}", f"--model={device}"]) == 0
     updated = Recognizer.load(device)  # the configuration came through the update
     frame = np.random.default_rng(1).normal(size=(1, updated.spec.model["input_dim"]))
     logits = []
@@ -324,17 +336,18 @@ def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device
 
     model, params, flat, spec, x = _random_model(("dense",))
     lengths = np.array([x.shape[1]])
-    plain = decoding.beam_decode(model, params, x, lengths, beam=3, max_length=40)
+    plain = decoding.beam_decode(model, params, x, lengths, beam=3, **_SEARCH)
     plain = np.asarray(plain[0][0, :int(plain[1][0])]).tolist()
     phrase = next(list(p) for p in itertools.product(range(1, 7), repeat=3)
                   if not _contains(plain, list(p)))
     for phrases, bonus in (([], 5.0), ([phrase], 5.0)):
         context = lm.build_context([phrase] if phrases else [], 7)
         tokens, token_lengths = decoding.beam_decode(
-            model, params, x, lengths, beam=3, max_length=40,
+            model, params, x, lengths, beam=3, **_SEARCH,
             fusion=decoding.Fusion.of([context], [bonus]))
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
         stream = Recognizer(spec, flat, beam=3, max_length=spec.max_length,
+                            max_symbols_per_frame=_SEARCH["max_symbols_per_frame"],
                             fusion=search.Fusion.of([context], [bonus])).stream()
         for frame in x[0]:
             stream.accept_frame(frame)
@@ -375,7 +388,7 @@ def _random_audio_bytes():
 def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
     """Random bytes, truncated and corrupted WAV headers (declared lengths and formats
     included), and edge cases: each is an `AudioError` naming the file or a result, never
-    another exception; hypothesis, 150 examples."""
+    another exception; hypothesis, 80 examples."""
     from hypothesis import HealthCheck, given, settings
 
     from amnet.device import audio
@@ -396,7 +409,7 @@ def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
         assert result.frames == log_mels // 3 == len(result.branches)
         return result
 
-    settings(max_examples=150, deadline=None, derandomize=True,
+    settings(max_examples=80, deadline=None, derandomize=True,
              suppress_health_check=[HealthCheck.function_scoped_fixture])(
         given(_random_audio_bytes())(lambda data: None if check(data) else None))()
     rng = np.random.default_rng(1)
@@ -434,7 +447,7 @@ def _long_audio(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
-    """The soak test's short version (benchmarks/soak.py runs an hour): 3 minutes through one
+    """The soak test's short version (benchmarks/soak.py runs an hour): 2 minutes through one
     recognizer in 100 ms chunks. Each segment's tokens equal its audio decoded alone, segments
     tile the audio, Python memory does not grow and frames do not get slower."""
     import time
@@ -444,7 +457,7 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
 
     model, params, flat, spec, _ = _random_model(("dense",), num_mels=8)
     recognizer = Recognizer(spec, flat)
-    audio = _long_audio(180)
+    audio = _long_audio(120)
     rules = Endpointing(trailing_silence_after_text_s=0.3, trailing_silence_s=0.6,
                         max_segment_s=3.0)
     chunks = (audio[i:i + 1600] for i in range(0, audio.size, 1600))
@@ -456,7 +469,7 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
         seconds.append((time.perf_counter() - start) / max(segment.result.frames, 1))
         start = time.perf_counter()
     tracemalloc.stop()
-    assert len(segments) >= 30 and sum(bool(s.result.tokens) for s in segments) >= 10
+    assert len(segments) >= 20 and sum(bool(s.result.tokens) for s in segments) >= 10
     assert segments[0].start == 0 and audio.size - segments[-1].end < 480 + 240
     for before, after in zip(segments, segments[1:], strict=False):
         assert after.start == before.end - 240  # the next frame's window starts there
@@ -485,7 +498,7 @@ print(json.dumps({"seen": seen, "errors": errors[:5]}))
 
 def test_recognizers_loading_while_updates_apply_see_the_old_or_the_new_model(tmp_path):
     """Three processes load the model file in a loop while this one applies full-model
-    updates to it (versions 1, 2, ... alternating two models) for 6 seconds: every load
+    updates to it (versions 1, 2, ... alternating two models) for 4 seconds: every load
     succeeds (fingerprint checked) and holds one of the two models, never a torn file."""
     from amnet.device.spec import METADATA_KEY
     from neuraldiff import package, posthoc
@@ -496,12 +509,12 @@ def test_recognizers_loading_while_updates_apply_see_the_old_or_the_new_model(tm
     model_file.save(device, flat, metadata={METADATA_KEY: spec.to_json()})
     models = [flat, other]
     expected = {m["output_bias"].tobytes().hex()[:16] for m in models}
-    readers = [subprocess.Popen([sys.executable, "-c", _READER, str(device), "6"], cwd=ROOT,
+    readers = [subprocess.Popen([sys.executable, "-c", _READER, str(device), "4"], cwd=ROOT,
                                 env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(3)]
     import time
 
-    applied, version, end = 0, 0, time.monotonic() + 6.5
+    applied, version, end = 0, 0, time.monotonic() + 4.5
     while time.monotonic() < end:
         current, target = models[version % 2], models[(version + 1) % 2]
         data, _ = package.pack("full", posthoc.full_model(target), current, version=version + 1)
