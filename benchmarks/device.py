@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -121,8 +122,6 @@ def _branch_model(fast: str, rng: np.random.Generator):
                         ("output_kernel", (256, 29)), ("output_bias", (29,))):
         weight(name, shape)
     params["output_bias"][0] = 1e4  # every frame: one joint evaluation, then blank
-    import dataclasses
-
     spec = DeviceSpec(model, dataclasses.asdict(frontend.FrontendConfig()),
                       ("", *" 'abcdefghijklmnopqrstuvwxyz"), 160)
     return spec, params

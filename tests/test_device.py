@@ -5,6 +5,7 @@ of two libraries), 1e-5 on encoder outputs and logits; token sequences identical
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -44,7 +45,7 @@ def test_features_equal_the_jax_frontend_whole_and_in_any_chunks():
     config = _frontend_config()
     audio = (np.random.default_rng(0).normal(0, 3000, 16_000 + 1234)).astype(np.int16)
     expected, lengths = frontend.featurize(audio[None], np.array([audio.size]), config)
-    device = features.Frontend(json.loads(json.dumps(_asdict(config))))
+    device = features.Frontend(json.loads(json.dumps(asdict(config))))
     whole = device.encoder_frames(features.to_float(audio))
     assert whole.shape == expected.shape[1:] and int(lengths[0]) == whole.shape[0]
     np.testing.assert_allclose(whole, expected[0], atol=1e-4)
@@ -56,12 +57,6 @@ def test_features_equal_the_jax_frontend_whole_and_in_any_chunks():
             frames.append(stream.accept(audio[at:at + size]))
             at += size
         np.testing.assert_array_equal(np.concatenate(frames), whole)
-
-
-def _asdict(config):
-    import dataclasses
-
-    return dataclasses.asdict(config)
 
 
 def test_sparse_and_lowrank_kernels_equal_their_dense_products():
@@ -115,7 +110,7 @@ def _random_model(branches, predictor="lstm", num_mels=80):
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = w
-    spec = DeviceSpec(_asdict(config), _asdict(frontend.FrontendConfig(num_mels=num_mels)),
+    spec = DeviceSpec(asdict(config), asdict(frontend.FrontendConfig(num_mels=num_mels)),
                       tuple("_abcdef"), 40)
     return model, nested, flat, spec, x
 

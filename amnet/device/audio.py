@@ -38,7 +38,7 @@ class Audio:
         return self.samples.shape[0] / self.sample_rate
 
 
-def _frame_count(path: Path) -> tuple[int, int, int] | None:
+def _frame_count(path: Path) -> tuple[int, int, int]:
     """(frames, rate, channels) from the header, before any sample is read."""
     try:
         import soundfile
