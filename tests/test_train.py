@@ -149,7 +149,8 @@ def _free_port():
 
 def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp_path):
     steps = ["--config.train.steps=4", "--config.train.eval_every=100",
-             "--config.train.checkpoint_every=100", "--config.eval.test_decoders=greedy"]
+             "--config.train.eval_batches=1", "--config.train.checkpoint_every=100",
+             "--config.eval.test_decoders=greedy"]
     _run(_train_command(tmp_path / "single", tiny_data_dir, *steps), devices=4)
     port = _free_port()
     processes = [subprocess.Popen(
