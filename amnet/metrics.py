@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import jiwer
+import numpy as np
 
 from amnet.text import normalize_text
 
@@ -55,3 +56,58 @@ def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCo
 def char_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
     refs, hyps = _normalized(references, hypotheses)
     return _counts(jiwer.process_characters(refs, hyps))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recall:
+    """Occurrences of chosen words in the references, and how many were recognized."""
+
+    recognized: int = 0
+    occurrences: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.recognized / max(self.occurrences, 1)
+
+
+def word_recall(references: Sequence[str], hypotheses: Sequence[str],
+                words: Collection[str]) -> Recall:
+    """Of the reference occurrences of `words`, those the word alignment of WER matches to
+    the same word of the hypothesis (a substitution, deletion or a misplaced copy does not
+    count)."""
+    refs, hyps = _normalized(references, hypotheses)
+    wanted = frozenset(words)
+    aligned = jiwer.process_words(refs, hyps)
+    recognized = occurrences = 0
+    for ref, chunks in zip(aligned.references, aligned.alignments, strict=True):
+        occurrences += sum(w in wanted for w in ref)
+        recognized += sum(ref[i] in wanted for c in chunks if c.type == "equal"
+                          for i in range(c.ref_start_idx, c.ref_end_idx))
+    return Recall(recognized, occurrences)
+
+
+def utterance_errors(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+    """Word errors and reference words of each utterance, `[N, 2]` int64."""
+    refs, hyps = _normalized(references, hypotheses)
+    aligned = jiwer.process_words(refs, hyps)
+    rows = []
+    for ref, chunks in zip(aligned.references, aligned.alignments, strict=True):
+        errors = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                     for c in chunks if c.type != "equal")
+        rows.append((errors, len(ref)))
+    return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """WER(a) - WER(b) of two systems on the same utterances (`utterance_errors` of each),
+    and its 95% interval over utterances resampled with replacement (the same resample for
+    both systems): `(difference, low, high)`."""
+    if a.shape != b.shape or not np.array_equal(a[:, 1], b[:, 1]):
+        raise ValueError("paired bootstrap needs both systems' errors on the same utterances")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(a), (samples, len(a)))
+    words = a[:, 1][picks].sum(1)
+    gaps = (a[:, 0][picks].sum(1) - b[:, 0][picks].sum(1)) / np.maximum(words, 1)
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float((a[:, 0].sum() - b[:, 0].sum()) / max(a[:, 1].sum(), 1)), float(low), float(high)

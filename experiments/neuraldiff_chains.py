@@ -12,7 +12,9 @@ and evaluates the result on the test split of every generation so far. Methods:
   zstd        the full chain's models as zstd --patch-from deltas (lossless; bytes only)
 
 Everything a step produces goes to `<workdir>/<chain>/g<g>/` (update.ndiff, model.safetensors,
-result.json); a finished step is never redone, so an interrupted experiment resumes.
+result.json, the transcripts of its own test split in outputs.jsonl and of the earlier ones
+in outputs_g<k>.jsonl); a finished step is never redone, so an interrupted experiment resumes.
+The g0 model's transcripts of every test split are kept in `<workdir>/base/`.
 """
 
 from __future__ import annotations
@@ -28,12 +30,35 @@ from absl import logging
 
 from amnet import checkpointing, trainer
 from amnet import results as results_io
+from amnet.data import grammar
+from amnet.metrics import word_errors, word_recall
 from experiments.configs.neuraldiff import METHODS
 from experiments.neuraldiff_training import UpdateTrainer, selector, with_base_frontend
 from neuraldiff import model_file, package, posthoc, tree, updates
 
 BUDGETED = ("sparse", "hashed", "topk", "svd", "compressed")
+
+
+def earlier_outputs(generation: int) -> str:
+    """File name of a chain step's transcripts of an earlier generation's test split (the
+    step's own generation: `amnet.results.OUTPUTS`)."""
+    return f"outputs_g{generation}.jsonl"
 FINETUNED = ("full", "topk", "svd", "compressed")
+
+
+def scores(transcripts: dict[int, list]) -> tuple[dict[str, float], dict[str, dict]]:
+    """Greedy WER on each generation's test split `{'g<k>': wer}`, and the recall of the
+    words each generation k >= 1 introduced (`grammar.Grammar(k).new_words()`) on its own
+    test split `{'g<k>': {'recall', 'recognized', 'occurrences'}}`."""
+    wer, recall = {}, {}
+    for k, outputs in sorted(transcripts.items()):
+        references, hypotheses = [o.reference for o in outputs], [o.greedy for o in outputs]
+        wer[f"g{k}"] = word_errors(references, hypotheses).rate
+        if k:
+            found = word_recall(references, hypotheses, grammar.Grammar(k).new_words())
+            recall[f"g{k}"] = {"recall": found.rate, "recognized": found.recognized,
+                               "occurrences": found.occurrences}
+    return wer, recall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,25 +178,47 @@ class Experiment:
                 raise AssertionError(f"{chain.name} g{g}: device model differs from the server's")
             (step_dir / "update.ndiff").write_bytes(data)
             # The new generation's test set in the shared results schema (with the bytes
-            # shipped), the earlier ones as WER only.
+            # shipped), the earlier ones as transcripts (forgetting, recall of their words).
             outputs, record = self.trainer.run_metrics(
                 params, g, run=f"{chain.name}_g{g}", update_bytes=len(data),
                 train_time_s=train_seconds)
             results_io.write_outputs(step_dir / results_io.OUTPUTS, outputs)
             results_io.write_metrics(step_dir / results_io.METRICS, record)
-            wer = {f"g{k}": record["wer_greedy"] if k == g
-                   else self.trainer.word_error_rate(params, k) for k in range(g + 1)}
+            transcripts = {g: outputs}
+            for k in range(g):
+                transcripts[k] = self.trainer.outputs(params, k)
+                results_io.write_outputs(step_dir / earlier_outputs(k), transcripts[k])
+            wer, recall = scores(transcripts)
             result = {"chain": chain.name, "method": chain.method, "budget": chain.budget,
                       "budget_bytes": self.budget_bytes(chain), "generation": g,
                       "update_bytes": len(data), "model_bytes": self.model_bytes,
                       "update_percent": 100 * len(data) / self.model_bytes,
-                      "wer": wer, "seconds": train_seconds,
+                      "wer": wer, "new_word_recall": recall, "seconds": train_seconds,
                       "fingerprint": package.fingerprint(params), **info}
             result_file.write_text(json.dumps(result, indent=2))
             logging.info("%s g%d: %d bytes (%.2f%%), WER %s", chain.name, g, len(data),
                          result["update_percent"], {k: f"{v:.3f}" for k, v in wer.items()})
             results.append(result)
         return results
+
+    def base_result(self) -> dict:
+        """The g0 model on every generation's test split: WER and new-word recall before
+        any update (`<workdir>/base/`, computed once)."""
+        out_dir = self.workdir / "base"
+        result_file = out_dir / "result.json"
+        if result_file.exists():
+            return json.loads(result_file.read_text())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        transcripts = {}
+        for k in range(self.config.generations + 1):
+            transcripts[k] = self.trainer.outputs(self.base, k)
+            results_io.write_outputs(out_dir / earlier_outputs(k), transcripts[k])
+        wer, recall = scores(transcripts)
+        result = {"chain": "base", "method": "base", "budget": None, "generation": 0,
+                  "wer": wer, "new_word_recall": recall,
+                  "fingerprint": package.fingerprint(self.base)}
+        result_file.write_text(json.dumps(result, indent=2))
+        return result
 
     def zstd_results(self) -> list[dict]:
         """The full chain's models shipped as zstd patches of the model files (lossless: the

@@ -4,8 +4,9 @@ r"""Successive neural-diff updates over corpus generations g1..g5, against basel
         --config.base_run=runs/dense_small --workdir=runs/neuraldiff --data_dir=data \
         [--config.methods=sparse,full] [--config.sparse_budgets=0.01,0.05]
 
-Writes <workdir>/results.{json,md}, wer_vs_generation.png and wer_vs_bytes.png; re-running
-resumes (finished chain steps are kept). See experiments/neuraldiff_chains.py.
+Writes <workdir>/results.{json,md} (WER per update, forgetting, new-word recall, gaps to the
+full chain with bootstrap intervals, targets), wer_vs_generation.png and wer_vs_bytes.png;
+re-running resumes (finished chain steps are kept). See experiments/neuraldiff_chains.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the 
 def run(config, workdir: str) -> str:
     """Runs (or resumes) every chain; returns the markdown report."""
     experiment = Experiment(config, workdir)
+    base = experiment.base_result()
+    out = Path(workdir)
     results = []
     for chain in chains(config):
         logging.info("chain %s", chain.name)
@@ -40,11 +43,13 @@ def run(config, workdir: str) -> str:
                                                                        step["generation"])
         if "zstd" in methods(config):
             results += experiment.zstd_results()
-    out = Path(workdir)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    report = "\n".join([neuraldiff_report.table(results), "",
-                         neuraldiff_report.forgetting_table(results), "",
-                        *(f"- {line}" for line in neuraldiff_report.targets(results))])
+    sections = [neuraldiff_report.table(results), neuraldiff_report.forgetting_table(results),
+                neuraldiff_report.recall_table(results, base)]
+    if "full" in methods(config):
+        sections.append(neuraldiff_report.gap_table(out, results))
+    report = "\n\n".join([*sections, "\n".join(
+        f"- {line}" for line in neuraldiff_report.targets(results))])
     (out / "results.md").write_text(report + "\n")
     neuraldiff_report.plots(results, out)
     return report

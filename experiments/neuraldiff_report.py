@@ -15,9 +15,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from amnet import metrics  # noqa: E402
+from amnet import results as results_io  # noqa: E402
+
 LEARNED = ("sparse", "hashed")
 POSTHOC = ("topk", "svd", "compressed", "zstd")
 WITHIN = 0.01  # target: within 1.0 absolute WER of the full fine-tune chain
+RECALL_SHARE = 0.9  # target: new-word recall >= 90% of the full chain's
 
 
 def by_chain(results: list[dict]) -> dict[str, list[dict]]:
@@ -47,9 +51,7 @@ def table(results: list[dict]) -> str:
              + f" | g{generations} model: mean WER g0..g{generations} | max gap to full | "
                "distance to full |",
              "|---" * (generations + 6) + "|"]
-    order = sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
-                                          chains[c][0]["budget"] or 0))
-    for name in order:
+    for name in _ordered(chains):
         steps = chains[name]
         last = steps[-1]["wer"]
         gap = max(final_gaps(steps, full)) if len(steps) == len(full) == generations \
@@ -67,8 +69,7 @@ def table(results: list[dict]) -> str:
 def forgetting_table(results: list[dict]) -> str:
     """WER of each chain's last model on every generation's test set (old ones: forgetting)."""
     chains = by_chain(results)
-    names = sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
-                                          chains[c][0]["budget"] or 0))
+    names = _ordered(chains)
     tests = sorted({k for steps in chains.values() for k in steps[-1]["wer"]},
                    key=lambda k: int(k[1:]))
     lines = ["| chain (last model) | " + " | ".join(f"{k} test" for k in tests) + " |",
@@ -78,6 +79,84 @@ def forgetting_table(results: list[dict]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{wer[k]:.1%}" if k in wer else ""
                                                  for k in tests) + " |")
     return "\n".join(lines)
+
+
+def own_recall(step: dict) -> float:
+    """Recall of the words a step's generation introduced, on that generation's test split."""
+    return step["new_word_recall"][f"g{step['generation']}"]["recall"]
+
+
+def pooled_recall(step: dict) -> float:
+    """Recall of the new words of every generation so far by a step's model (pooled over
+    the test splits g1..g<k>)."""
+    found = step["new_word_recall"].values()
+    return sum(r["recognized"] for r in found) / max(sum(r["occurrences"] for r in found), 1)
+
+
+def recall_table(results: list[dict], base: dict) -> str:
+    """New-word recall: of the test occurrences of the words generation k introduced, the
+    share the model after update k recognizes (and the g0 model before any update), then the
+    last model's recall of every generation's new words (does it keep them?)."""
+    chains = by_chain(results)
+    generations = max(len(steps) for steps in chains.values())
+    columns = " | ".join(f"recall g{g} (update {g})" for g in range(1, generations + 1))
+    lines = [f"| chain | {columns}"
+             + f" | g{generations} model: recall of g1..g{generations} words |",
+             "|---" * (generations + 2) + "|"]
+    before = base["new_word_recall"]
+    lines.append("| g0 model, no update | " + " | ".join(
+        f"{before[f'g{g}']['recall']:.1%}" for g in range(1, generations + 1))
+        + f" | {pooled_recall(base):.1%} |")
+    for name in _ordered(chains):
+        if name == "zstd":
+            continue  # the full chain's models
+        steps = chains[name]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{own_recall(s):.1%}" for s in steps)
+            + " | " * (generations - len(steps)) + f" | {pooled_recall(steps[-1]):.1%} |")
+    occurrences = [before[f"g{g}"]["occurrences"] for g in range(1, generations + 1)]
+    return "\n".join(lines) + ("\n\nNew-word occurrences per test split: "
+                               + ", ".join(f"g{g} {n}" for g, n in enumerate(occurrences, 1)))
+
+
+def transcripts(workdir: str | Path, chain: str, generation: int, test: int) -> list:
+    """A chain step's transcripts of generation `test`'s test split."""
+    step_dir = Path(workdir) / chain / f"g{generation}"
+    name = results_io.OUTPUTS if test == generation else f"outputs_g{test}.jsonl"
+    return sorted(results_io.read_outputs(step_dir / name), key=lambda o: o.id)
+
+
+def gap_table(workdir: str | Path, results: list[dict], *, samples: int = 2000) -> str:
+    """The last model of each chain minus the full chain's, WER on each test split, with a
+    95% paired-bootstrap interval over the split's utterances: a gap whose interval holds 0
+    is noise."""
+    chains = by_chain(results)
+    full = chains.get("full", [])
+    last = len(full)
+    lines = ["| chain (last model) - full | " + " | ".join(f"g{k} test" for k in range(last + 1))
+             + " |", "|---" * (last + 2) + "|"]
+    errors = {}
+    for name in _ordered(chains):
+        if name == "full" or chains[name][0]["method"] == "zstd" or len(chains[name]) != last:
+            continue
+        cells = []
+        for k in range(last + 1):
+            if ("full", k) not in errors:
+                ref = transcripts(workdir, "full", last, k)
+                errors["full", k] = metrics.utterance_errors(
+                    [o.reference for o in ref], [o.greedy for o in ref])
+            ours = transcripts(workdir, name, last, k)
+            gap, low, high = metrics.paired_bootstrap(
+                metrics.utterance_errors([o.reference for o in ours], [o.greedy for o in ours]),
+                errors["full", k], samples=samples)
+            cells.append(f"{gap:+.1%} [{low:+.1%}, {high:+.1%}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ordered(chains: dict[str, list[dict]]) -> list[str]:
+    return sorted(chains, key=lambda c: (c != "full", chains[c][0]["method"],
+                                         chains[c][0]["budget"] or 0))
 
 
 def targets(results: list[dict]) -> list[str]:
@@ -103,6 +182,18 @@ def targets(results: list[dict]) -> list[str]:
                  + ", ".join(f"{c} max gap {along[c]:+.1%} "
                              f"({'met' if along[c] <= WITHIN else 'missed'})"
                              for c in sorted(along, key=lambda c: sparse[c][0]["budget"])))
+    if at_ten and pooled_recall(full[-1]) == 0:
+        lines.append("new-word recall: the full chain recognizes none of the new words, so "
+                     "there is no share of it to reach")
+    elif at_ten:
+        reference = pooled_recall(full[-1])
+        ratios = {c: pooled_recall(sparse[c][-1]) / max(reference, 1e-9) for c in at_ten}
+        best = max(at_ten, key=lambda c: ratios[c])
+        lines.append(f"new-word recall of the g{len(full)} sparse model (<= 10%) >= 90% of the "
+                     f"full chain's ({reference:.1%}): "
+                     f"{'met' if ratios[best] >= RECALL_SHARE else 'missed'} "
+                     + ", ".join(f"{c} {pooled_recall(sparse[c][-1]):.1%} ({ratios[c]:.0%})"
+                                 for c in sorted(at_ten, key=lambda c: sparse[c][0]["budget"])))
     ok = [c for c in sparse if within[c] <= WITHIN]
     if ok:
         smallest = min(ok, key=lambda c: sparse[c][0]["budget"])

@@ -21,7 +21,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import build, cmvn, objective, optim, routing_report, scoring, train_step, trainer
+from amnet import (
+    build,
+    cmvn,
+    decoding,
+    objective,
+    optim,
+    routing_report,
+    scoring,
+    train_step,
+    trainer,
+)
 from amnet.data import input_pipeline
 from amnet.transducer import Transducer
 from neuraldiff import hashed, sparse, tree, updates
@@ -109,13 +119,33 @@ class UpdateTrainer:
                                   self._test_split(generation), self.tokenizer, self.mesh)
         return counts.rate
 
+    def outputs(self, params: Flat, generation: int) -> list:
+        """Greedy transcripts (`amnet.results.UtteranceOutput`) of a flat model on the test
+        split of `generation`."""
+        return trainer.transcribe({"greedy": self.decode}, self.route,
+                                  self._replicated(tree.unflatten(params)),
+                                  self._test_split(generation), self.tokenizer, self.mesh)
+
+    def beam_decoder(self, fusion: decoding.Fusion | None = None):
+        """Beam search of `eval.beam`, with `fusion` (contextual biasing, an LM) if given;
+        build one per automaton and reuse it (each compiles once)."""
+        return train_step.make_decoder(
+            self.model, self.front, beam=self.config.eval.beam, fusion=fusion,
+            max_length=self.config.eval.max_length,
+            max_symbols_per_frame=self.config.eval.max_symbols_per_frame)
+
+    def beam_outputs(self, params: Flat, generation: int, beam) -> list:
+        """Transcripts of a flat model on the test split of `generation`: greedy, and the
+        `beam` decoder's (`beam_decoder`) in `.beam`."""
+        return trainer.transcribe({"greedy": self.decode, "beam": beam}, self.route,
+                                  self._replicated(tree.unflatten(params)),
+                                  self._test_split(generation), self.tokenizer, self.mesh)
+
     def run_metrics(self, params: Flat, generation: int, *, run: str, update_bytes: int,
                     train_time_s: float) -> tuple[list, dict]:
         """(outputs, metrics.json record) of a flat model on the test split of `generation`,
         in the shared results schema (`amnet.results`), greedy decoding."""
-        outputs = trainer.transcribe({"greedy": self.decode}, self.route,
-                                     self._replicated(tree.unflatten(params)),
-                                     self._test_split(generation), self.tokenizer, self.mesh)
+        outputs = self.outputs(params, generation)
         config = self.data_config(generation)
         return outputs, scoring.run_metrics(
             outputs, run=run, framework="jax", dataset=config.data.name,

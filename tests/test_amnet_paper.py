@@ -53,7 +53,8 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
 
 
 ENTRY_POINTS = ("experiments.demo", "experiments.amnet_paper", "benchmarks.amnet_streaming",
-                "experiments.neuraldiff_generations", "neuraldiff.cli",
+                "experiments.neuraldiff_generations", "experiments.neuraldiff_biasing",
+                "neuraldiff.cli",
                 "benchmarks.train_step_backends", "launch.tpu_vm", "launch.slurm",
                 "experiments.sweep", "experiments.compare", "experiments.torch_baselines.train",
                 "benchmarks.run", "benchmarks.profile")

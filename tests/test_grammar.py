@@ -70,3 +70,15 @@ def test_fresh_sentences_carry_new_content(generation):
 def test_replay_needs_an_earlier_generation():
     with pytest.raises(ValueError, match="replay"):
         grammar.Grammar(0).sample(np.random.default_rng(0), fresh=False)
+
+
+def test_new_words_are_those_a_generation_adds():
+    """The words an update must teach: producible at g, not at g-1; the Olympics names
+    (Ledecky, Kalisz) arrive with g1."""
+    assert grammar.Grammar(0).new_words() == set()
+    for g in range(1, grammar.NUM_GENERATIONS):
+        new = grammar.Grammar(g).new_words()
+        assert new and new <= grammar.Grammar(g).vocabulary()
+        assert not new & grammar.Grammar(g - 1).vocabulary()
+    assert {"ledecky", "kalisz", "ledecky's"} <= grammar.Grammar(1).new_words()
+    assert "ledecky" not in grammar.Grammar(2).new_words()  # not new twice

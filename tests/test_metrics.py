@@ -2,6 +2,7 @@
 
 import pytest
 
+from amnet import metrics
 from amnet.metrics import ErrorCounts, char_errors, word_errors
 
 
@@ -28,3 +29,31 @@ def test_mismatched_lists_and_bad_references_are_errors():
         word_errors(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="reference #0"):
         word_errors(["call 911"], ["call nine one one"])
+
+
+def test_word_recall_counts_aligned_matches_only():
+    refs = ["who won katie ledecky's race", "kalisz and ledecky", "play music"]
+    hyps = ["who won katie ledecky race", "ledecky and kalisz", "play music"]
+    # ledecky's -> substituted; in the second, each name is in the hypothesis but only
+    # "and" aligns: a word that moved is not recognized.
+    found = metrics.word_recall(refs, hyps, {"ledecky", "ledecky's", "kalisz"})
+    assert (found.recognized, found.occurrences) == (0, 3) and found.rate == 0
+    found = metrics.word_recall(refs, refs, {"ledecky", "ledecky's", "kalisz"})
+    assert (found.recognized, found.occurrences, found.rate) == (3, 3, 1.0)
+    assert metrics.word_recall(refs, hyps, set()).rate == 0  # no occurrences: 0, not a crash
+    assert metrics.word_recall(["a b a"], ["a x a"], {"a"}).recognized == 2
+
+
+def test_utterance_errors_sum_to_the_corpus_counts_and_the_bootstrap_brackets_the_gap():
+    refs = ["a b c d", "e f g", "h i", "j k l m n"]
+    hyps = ["a x c d", "e f g h", "", "j k l m n"]
+    per = metrics.utterance_errors(refs, hyps)
+    total = metrics.word_errors(refs, hyps)
+    assert per[:, 0].sum() == total.substitutions + total.deletions + total.insertions
+    assert per[:, 1].sum() == total.reference_length
+    exact = metrics.utterance_errors(refs, refs)
+    gap, low, high = metrics.paired_bootstrap(per, exact, samples=500)
+    assert gap == pytest.approx(total.rate) and 0 <= low <= gap <= high
+    assert metrics.paired_bootstrap(exact, exact) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same utterances"):
+        metrics.paired_bootstrap(per, per[:3])

@@ -2,19 +2,24 @@
 is derived), is packed within its budget, goes through the device path, and is reported."""
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 
-from experiments import compare
+from amnet import results as results_io
+from amnet.data import grammar
+from amnet.metrics import word_errors, word_recall
+from experiments import compare, neuraldiff_biasing, neuraldiff_generations, neuraldiff_training
+from experiments.configs import neuraldiff as neuraldiff_config
 from neuraldiff import model_file, package
 from tests.conftest import HANG_GUARD_S, tiny_name
 from tests.test_train import ROOT, _env
 
 
 def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, tiny_dense_run,
-                                                                 tmp_path):
+                                                                 tmp_path, monkeypatch):
     workdir = tmp_path / "nd"
 
     def run_experiment():
@@ -67,6 +72,25 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
         assert (workdir / plot).stat().st_size > 10_000
     assert "| full |" in out.stdout
 
+    # New-word recall, before any update (the g0 model) and after it, from the transcripts
+    # the steps keep of every test split; the gaps to the full chain carry intervals.
+    new_words = grammar.Grammar(1).new_words()
+    base = json.loads((workdir / "base" / "result.json").read_text())
+    for step in (base, *(r for name, r in results.items() if name != "zstd")):
+        recall = step["new_word_recall"]["g1"]
+        outputs = (results_io.read_outputs(workdir / "base" / "outputs_g1.jsonl")
+                   if step is base else
+                   results_io.read_outputs(workdir / step["chain"] / "g1" / "outputs.jsonl"))
+        found = word_recall([o.reference for o in outputs], [o.greedy for o in outputs],
+                            new_words)
+        assert (recall["recognized"], recall["occurrences"]) == (found.recognized,
+                                                                 found.occurrences) != (0, 0)
+    g0_outputs = results_io.read_outputs(workdir / "sparse_5pct" / "g1" / "outputs_g0.jsonl")
+    assert word_errors([o.reference for o in g0_outputs],
+                       [o.greedy for o in g0_outputs]).rate == results["sparse_5pct"]["wer"]["g0"]
+    assert "| g0 model, no update |" in table and "| sparse_5pct | " in table
+    assert re.search(r"\| sparse_5pct \| [+-]\d+\.\d% \[[+-]\d+\.\d%, [+-]\d+\.\d%\]", table)
+
     # Every update is also a result in the shared schema, with the bytes shipped, ready for
     # experiments.compare (same test set: g1).
     records = compare.compare([str(workdir / name / "g1") for name in results if name != "zstd"])
@@ -76,9 +100,28 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
         assert record["wer_greedy"] == results[chain]["wer"]["g1"]
     assert (compare.plots(records, tmp_path)[-1]).name == "update_bytes.png"
 
-    # Re-running resumes: nothing is trained again, the same results come back.
+    # Re-running resumes: nothing is trained again, the same results come back (in this
+    # process, with the entry point's config).
     first = (workdir / "results.json").read_text()
     assert "g1 step" in out.stderr  # training steps are logged
-    again = run_experiment()
+    config = neuraldiff_config.get_config("tiny")
+    config.base_run, config.data.name = str(tiny_dense_run), tiny_name(0)
+    config.data.data_dir, config.sparse_budgets = str(tiny_data_dir), (0.05,)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished step was trained again")
+
+    monkeypatch.setattr(neuraldiff_training.UpdateTrainer, "_train", no_training)
+    neuraldiff_generations.run(config, str(workdir))
     assert json.loads((workdir / "results.json").read_text()) == json.loads(first)
-    assert "g1 step" not in again.stderr  # no training step was logged
+
+    # Contextual biasing toward g1's new words: the zero-byte baseline on the g0 model, and
+    # combined with an update.
+    report = neuraldiff_biasing.run(config, str(workdir), ["sparse_10pct"], 2.0, [1])
+    rows = json.loads((workdir / "biasing" / "results.json").read_text())
+    assert [(r["model"], r["decoder"]) for r in rows] == [
+        ("g0 model (no update)", "beam"), ("g0 model (no update)", "beam + biasing"),
+        ("sparse_10pct_g1", "beam"), ("sparse_10pct_g1", "beam + biasing")]
+    assert rows[1]["bias_words"] == len(new_words) and rows[0]["bias_words"] == 0
+    assert all(r["occurrences"] == base["new_word_recall"]["g1"]["occurrences"] for r in rows)
+    assert "| g1 | g0 model (no update) | beam + biasing |" in report

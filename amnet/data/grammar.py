@@ -388,6 +388,13 @@ class Grammar:
                         words.update(v.split()[-1] + "'s" for v in pools[slot])
         return words
 
+    def new_words(self) -> set[str]:
+        """Words this generation's grammar can produce and the previous one cannot (g0: none):
+        the words an update to this generation has to teach."""
+        if self.generation == 0:
+            return set()
+        return self.vocabulary() - Grammar(self.generation - 1).vocabulary()
+
     def sample(self, rng: np.random.Generator, *, fresh: bool = True) -> tuple[str, str]:
         """Returns `(sentence, intent_name)`; `fresh=False` replays an earlier generation."""
         g = self.generation
