@@ -35,9 +35,12 @@ EXTRAS_REQUIRE = {
         "ruff>=0.6,<1",
         "librosa>=0.11,<2",  # independent reference for the log-mel frontend tests
         "torch==2.13.0",  # the PyTorch-baseline parity tests run in `make test` (CPU build)
+        "onnx==1.23.2",  # the ONNX export tests (amnet.device.onnx_model)
+        "onnxruntime==1.32.0",
     ],
     "tf": ["tensorflow-cpu>=2.16,<3"],  # TFRecord datasets such as the public librispeech
     "torch": ["torch==2.13.0"],  # PyTorch baselines (CPU build)
+    "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0"],  # ONNX export and onnxruntime
 }
 
 setup(

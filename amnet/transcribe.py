@@ -3,11 +3,13 @@ r"""Transcribe audio files with the device runtime.
     python -m amnet.transcribe --model=device.safetensors speech.wav more/ [--decoder=beam]
     python -m amnet.transcribe --run_dir=runs/demo --decoder=beam_lm --format=jsonl clips/
     python -m amnet.transcribe --model=device.safetensors --stream speech.wav
+    python -m amnet.transcribe --onnx=onnx_int8/ speech.wav      # onnxruntime (extra `onnx`)
 
 Inputs: WAV/FLAC/... files or directories (searched for audio files), any sample rate and
 channel count (mixed down to mono and resampled to the model's rate). The model: a device model
-file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed) or a training
-run (`--run_dir`, its newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
+file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed), its ONNX
+graphs (`--onnx`, `python -m amnet.device.onnx_model`) or a training run (`--run_dir`, its
+newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
 (--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`);
 `--context=phrases.txt` boosts phrases (new names) in beam search (`amnet.lm.build_context`).
 Files longer than --segment_s (30 s) are cut at endpoints (0.8 s without a new label after
@@ -87,10 +89,17 @@ def read_phrases(path: str | Path, spec: DeviceSpec) -> list[list[int]]:
 
 
 def make_recognizer(args) -> Recognizer:
-    if (args.model is None) == (args.run_dir is None):
-        raise ValueError("give exactly one of --model (a device model file) or --run_dir")
+    if sum(x is not None for x in (args.model, args.run_dir, args.onnx)) != 1:
+        raise ValueError("give exactly one of --model (a device model file), --run_dir or "
+                         "--onnx")
     if args.run_dir is not None:
         return _from_run(Path(args.run_dir), args)
+    if args.onnx is not None:
+        from amnet.device.onnx_model import OnnxNetwork  # the extra `onnx`
+
+        network = OnnxNetwork(args.onnx)
+        return Recognizer(network.spec, network=network,
+                          **_decoder_options(args, network.spec, None, 0.15, 0.5))
     model = model_file.read(args.model)
     spec = DeviceSpec.from_metadata(model.metadata, str(args.model))
     return Recognizer(spec, model.params, **_decoder_options(args, spec, None, 0.15, 0.5))
@@ -154,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="audio files or directories")
     p.add_argument("--model", help="a device model file (.safetensors)")
     p.add_argument("--run_dir", help="a training run (its newest checkpoint; needs JAX)")
+    p.add_argument("--onnx", help="a directory of ONNX graphs (amnet.device.onnx_model), run "
+                   "by onnxruntime")
     p.add_argument("--decoder", choices=DECODERS, default="greedy")
     p.add_argument("--beam", type=int, default=8)
     p.add_argument("--lm", help="character LM file for beam_lm (default: the run's)")

@@ -1,13 +1,15 @@
 r"""The device runtime (`amnet.device`) on one core: parity with JAX, real-time factor, and
 AmNet's measured against its counted saving.
 
-    python -m benchmarks.device --run_dir=runs/demo [--data_dir=data] [--utterances=300]
+    python -m benchmarks.device --run_dir=runs/demo [--data_dir=data] [--utterances=300] [--onnx]
     python -m benchmarks.device                    # the branch costs alone
 
 1. With --run_dir: every utterance of the run's test split through the device runtime (greedy,
    beam, beam + LM, as the run's test decoding), against the transcripts JAX wrote in the run's
    outputs.jsonl: how many are identical, the WER of each, and the real-time factor (compute
-   seconds per second of audio, features included).
+   seconds per second of audio, features included). With --onnx, also the model exported to
+   ONNX (`amnet.device.onnx_model`) and run by onnxruntime, float32 and dynamic int8, in the
+   same search code (one intra-op thread).
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
    against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
    branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
@@ -28,6 +30,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -40,7 +43,25 @@ from amnet.device.spec import DeviceSpec  # noqa: E402
 from amnet.flops import LinearSpec  # noqa: E402
 
 
-def parity(run_dir: Path, data_dir: str | None, utterances: int) -> list[str]:
+def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
+    """onnxruntime networks of the model, float32 and dynamic int8 (`amnet.device.onnx_model`),
+    with their graphs' bytes."""
+    from amnet.device import onnx_model
+    from amnet.device.spec import METADATA_KEY
+    from neuraldiff import model_file
+
+    path = out_dir / "device.safetensors"
+    model_file.save(path, params, metadata={METADATA_KEY: spec.to_json()})
+    fp32 = onnx_model.export(path, out_dir / "fp32")
+    int8 = onnx_model.quantize(fp32, out_dir / "int8")
+    return {name: (onnx_model.OnnxNetwork(d),
+                   sum((d / f"{g}.onnx").stat().st_size for g in onnx_model.GRAPHS))
+            for name, d in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8))}
+
+
+def parity(run_dir: Path, data_dir: str | None, utterances: int,
+           onnx_dir: Path | None = None) -> list[str]:
+    """With `onnx_dir`, the same for the ONNX graphs run by onnxruntime (fp32, int8)."""
     import jiwer
 
     from amnet import checkpointing, export, lm, trainer
@@ -52,17 +73,24 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int) -> list[str]:
     fusion = search.Fusion.of([lm.load(run_dir / trainer.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
-    recognizers = {"greedy": Recognizer(spec, params, **bound),
-                   "beam": Recognizer(spec, params, beam=config.eval.beam, **bound),
-                   "beam_lm": Recognizer(spec, params, beam=config.lm.beam, fusion=fusion,
-                                         **bound)}
+    runtimes = {"numpy": ({"params": params}, sum(v.nbytes for v in params.values()))}
+    if onnx_dir is not None:
+        runtimes.update({name: ({"network": network}, size) for name, (network, size)
+                         in _onnx_networks(spec, params, onnx_dir).items()})
+    recognizers = []
+    for runtime, (model, _) in runtimes.items():
+        recognizers += [
+            ("greedy", runtime, Recognizer(spec, **model, **bound)),
+            ("beam", runtime, Recognizer(spec, **model, beam=config.eval.beam, **bound)),
+            ("beam_lm", runtime, Recognizer(spec, **model, beam=config.lm.beam, fusion=fusion,
+                                            **bound))]
     jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
                                         .splitlines())}
     source = trainer.open_dataset(config, config.data.test_split)
     count = min(utterances, len(source))
-    rows = ["| decoder | utterances | identical to JAX | WER device | WER JAX | RTF |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for name, recognizer in recognizers.items():
+    rows = ["| decoder | runtime (model bytes) | utterances | identical to JAX | WER device "
+            "| WER JAX | RTF |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, runtime, recognizer in recognizers:
         same, refs, device_hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
         for i in range(count):
             example = source[i]
@@ -78,8 +106,8 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int) -> list[str]:
             jax_hyps.append(expected[name])
         device_wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in hyps])
                                for hyps in (device_hyps, jax_hyps))
-        rows.append(f"| {name} | {count} | {same} | {device_wer:.2%} | {jax_wer:.2%} | "
-                    f"{compute / audio_s:.4f} |")
+        rows.append(f"| {name} | {runtime} ({runtimes[runtime][1]:,}) | {count} | {same} | "
+                    f"{device_wer:.2%} | {jax_wer:.2%} | {compute / audio_s:.4f} |")
     return rows
 
 
@@ -165,9 +193,13 @@ def main() -> None:
     p.add_argument("--utterances", type=int, default=300)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--onnx", action="store_true",
+                   help="also the ONNX graphs with onnxruntime, fp32 and int8 (extra `onnx`)")
     args = p.parse_args()
     if args.run_dir:
-        print("\n".join(parity(Path(args.run_dir), args.data_dir, args.utterances)))
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n".join(parity(Path(args.run_dir), args.data_dir, args.utterances,
+                                   Path(tmp) if args.onnx else None)))
         print()
     print("\n".join(branch_costs(args.frames, args.repeats)))
 

@@ -27,6 +27,7 @@ HANG_GUARD_S = 300
 
 def test_the_device_runtime_imports_neither_jax_nor_flax():
     code = ("import sys, amnet.device.recognizer, amnet.device.search, amnet.transcribe, "
+            "amnet.device.onnx_model, "
             "neuraldiff.cli; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')); "
             "print(loaded); assert not loaded")
@@ -74,10 +75,10 @@ def test_sparse_and_lowrank_kernels_equal_their_dense_products():
     np.testing.assert_allclose(lowrank(x), x @ u @ v, rtol=1e-5, atol=1e-5)
 
 
-def _random_model(branches, predictor="lstm", num_mels=80):
+def _random_model(branches, predictor="lstm", num_mels=80, projection=None):
     """A random transducer (no training): its decisions exercise every path of the search."""
     config = TransducerConfig(input_dim=24, vocab_size=7, encoder_layers=2, encoder_hidden=16,
-                              encoder_projection=None, embed_dim=6, predictor=predictor,
+                              encoder_projection=projection, embed_dim=6, predictor=predictor,
                               predictor_hidden=12, joint_dim=10, encoder_branches=branches,
                               arbitrator_hidden=5, frame_period_s=0.03, processor_flops=3e5,
                               blank_bias_init=1.0, ctc_head=True)

@@ -84,15 +84,19 @@ class Result:
 class Recognizer:
     """A model file's recognizer; `beam=1` is greedy search."""
 
-    def __init__(self, spec: DeviceSpec, params: dict[str, np.ndarray], *, beam: int = 1,
-                 fusion: search.Fusion | None = None, max_symbols_per_frame: int = 5,
-                 max_length: int = MAX_LENGTH):
+    def __init__(self, spec: DeviceSpec, params: dict[str, np.ndarray] | None = None, *,
+                 network=None, beam: int = 1, fusion: search.Fusion | None = None,
+                 max_symbols_per_frame: int = 5, max_length: int = MAX_LENGTH):
+        """`params` of a model file, or a `network` with `Network`'s interface (an
+        `onnx_model.OnnxNetwork`)."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         if fusion is not None and beam == 1:
             raise ValueError("shallow fusion needs beam search (beam >= 2)")
         self.spec = spec
-        self.network = Network(spec, params)
+        if (params is None) == (network is None):
+            raise ValueError("give the model's params or a network, not both")
+        self.network = network if network is not None else Network(spec, params)
         self.frontend = features.Frontend(spec.frontend)
         self.beam, self.fusion = beam, fusion
         self.max_symbols = max_symbols_per_frame
