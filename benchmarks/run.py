@@ -2,7 +2,7 @@ r"""The benchmark suite: every measurement side by side in one run, a table and 
 
     python -m benchmarks.run [--quick] [--sections=train_step,loss,pipeline,streaming,diff]
         [--out=benchmarks/results.json] [--data_dir=data]
-    (sections: train_step, loss, pipeline, streaming, diff, scaling)
+    (sections: train_step, loss, pipeline, streaming, device, diff, scaling)
 
 Each measurement runs in its own fresh process (`--case`), one after another, so that peak
 memory (the process's max RSS) and thread settings are its own; times are medians over
@@ -21,6 +21,11 @@ absolute times. Sections:
   streaming   batch-1 frame-by-frame decoding of the small dense model on one core: real-time
               factor (target <= 0.05); an AmNet (dense + lowrank(16)) with every frame forced
               to each branch: measured vs counted saving. Random weights (no run needed).
+  device      batch-1 greedy recognition of the small dense model (random weights, features
+              given) in the JAX streaming engine, the NumPy device runtime and onnxruntime
+              fp32 / int8 (`amnet.device.onnx_model`), one thread each, side by side: ms per
+              frame, RTF, and the resident memory the runtime added (model, compiled code,
+              buffers: RSS after the run minus before loading; imports excluded).
   diff        neural diff: pack (top-k 10% budget) and apply (verify + apply + write) of the
               small and the paper-size (LibriSpeech 5x1024/640) model, MB/s of model file.
   scaling     the JAX step against batch size (first bucket) and against utterance length
@@ -45,7 +50,8 @@ from absl import app, flags
 
 from benchmarks import models
 
-SECTIONS = ("train_step", "loss", "pipeline", "streaming", "diff", "scaling")
+SECTIONS = ("train_step", "loss", "pipeline", "streaming", "device", "diff", "scaling")
+DEVICE_RUNTIMES = ("jax", "numpy", "onnx_fp32", "onnx_int8")
 MIB = 1 << 20
 SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -61,6 +67,12 @@ _ARGS = flags.DEFINE_string("args", "{}", "Internal: the case's arguments (JSON)
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _rss_mib() -> float:
+    """The process's resident memory now (Linux /proc)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
+        "SC_PAGE_SIZE") / MIB
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> float:
@@ -319,12 +331,77 @@ def _random_params(preset: str):
         np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"])
 
 
+# -- the runner ---------------------------------------------------------------------------
+
+def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> dict:
+    """Batch-1 greedy recognition, frame by frame, of the small dense model (random weights,
+    features given: the frontend excluded) in one runtime: `jax` (`amnet.streaming`), `numpy`
+    (`amnet.device`), `onnx_fp32` / `onnx_int8` (onnxruntime, `amnet.device.onnx_model`)."""
+    import numpy as np
+
+    rss_before = _rss_mib()
+    rng = np.random.default_rng(0)
+    if runtime == "jax":
+        from amnet import streaming
+        from benchmarks.models import fresh_model
+
+        model, params = fresh_model("single-dense")
+        recognizer = streaming.StreamingRecognizer(model, params)
+        dim, period = model.config.input_dim, model.config.frame_period_s
+
+        def run(feats):
+            return recognizer.run(feats).tokens
+    else:
+        from amnet.device.recognizer import Recognizer
+
+        if runtime == "numpy":
+            recognizer = Recognizer.load(model_path)
+        else:
+            from amnet.device.onnx_model import OnnxNetwork
+
+            network = OnnxNetwork(Path(model_path).parent / runtime.removeprefix("onnx_"))
+            recognizer = Recognizer(network.spec, network=network)
+        dim = recognizer.spec.model["input_dim"]
+        period = recognizer.spec.model["frame_period_s"]
+
+        def run(feats):
+            stream = recognizer.stream()
+            for frame in feats:
+                stream.accept_frame(frame)
+            return stream.finish().tokens
+
+    feats = [rng.normal(-3.0, 4.0, size=(frames, dim)).astype(np.float32)
+             for _ in range(utterances + 1)]
+    run(feats[0])  # warm-up (JAX: compilation)
+    start = time.perf_counter()
+    tokens = [len(run(f)) for f in feats[1:]]
+    seconds = (time.perf_counter() - start) / (utterances * frames)
+    return {"ms_per_frame": 1e3 * seconds, "rtf": seconds / period,
+            "tokens_per_utterance": float(np.mean(tokens)),
+            "runtime_mib": _rss_mib() - rss_before}
+
+
+def _device_model(out_dir: Path) -> str:
+    """The small dense model of the streaming section (random weights, seed 0) as a device
+    model file, with its ONNX graphs (fp32/, int8/) beside it; returns the file's path."""
+    from amnet import cmvn, export
+    from amnet.device import onnx_model
+    from benchmarks.models import fresh_model
+    from experiments.configs import amnet as amnet_config
+    from neuraldiff import model_file, updates
+
+    _, params = fresh_model("single-dense")
+    config = cmvn.unit_stats(amnet_config.get_config("small,single-dense"))
+    path = out_dir / "device.safetensors"
+    model_file.save(path, updates.flat(params), metadata=export.device_metadata(config))
+    onnx_model.quantize(onnx_model.export(path, out_dir / "fp32"), out_dir / "int8")
+    return str(path)
+
+
 CASES = {"train_step_jax": case_train_step_jax, "train_step_torch": case_train_step_torch,
          "loss": case_loss, "pipeline": case_pipeline, "streaming": case_streaming,
-         "diff": case_diff}
+         "device": case_device, "diff": case_diff}
 
-
-# -- the runner ---------------------------------------------------------------------------
 
 def run_case(name: str, env: dict | None = None, **kwargs) -> dict:
     """One case in a fresh process; its JSON result (or the error it died with)."""
@@ -398,6 +475,16 @@ def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> 
         elif section == "streaming":
             results[section] = run_case("streaming", env={"XLA_FLAGS": SINGLE_THREAD},
                                         utterances=s["utterances"], frames=s["frames"])
+        elif section == "device":
+            with tempfile.TemporaryDirectory() as tmp:
+                path = _device_model(Path(tmp))
+                one_thread = {"XLA_FLAGS": SINGLE_THREAD, "OMP_NUM_THREADS": "1",
+                              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                results[section] = {
+                    runtime: run_case("device", env=one_thread, runtime=runtime,
+                                      model_path=path, utterances=s["utterances"],
+                                      frames=s["frames"])
+                    for runtime in DEVICE_RUNTIMES}
         elif section == "diff":
             results[section] = {p: run_case("diff", preset=p) for p in s["diff"]}
         elif section == "scaling":
@@ -489,6 +576,15 @@ def report(r: dict) -> tuple[str, dict]:
                          f"{100 * measured:.1f}% -> measured / counted {measured / counted:.2f}")
             targets["streaming: AmNet measured >= 0.7 x counted saving"] = (
                 measured / counted, measured / counted >= 0.7)
+    if "device" in r:
+        d = r["device"]
+        jax_ms = d["jax"].get("ms_per_frame")
+        lines += _table(("batch-1 greedy, one thread (small dense, random weights)",
+                         "ms/frame (30 ms)", "RTF", "speed vs JAX", "runtime MiB"),
+                        list(d.items()),
+                        lambda v: [f"{v['ms_per_frame']:.3f}", f"{v['rtf']:.4f}",
+                                   f"{_fmt(jax_ms and jax_ms / v['ms_per_frame'], '.2f')}x",
+                                   f"{v['runtime_mib']:.0f}"])
     if "diff" in r:
         lines += _table(
             ("neural diff (top-k, 10% budget)", "parameters", "model MiB", "package MiB",

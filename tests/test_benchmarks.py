@@ -20,7 +20,11 @@ def test_targets_follow_the_measurements():
                               "torch_compile": {"error": "no compiler"}},
                "pipeline": {"corpus": "c", "grain": 500.0, "grain+features": 100.0,
                             "train_step_utterances_per_s": 32.0}}
+    device = {"rtf": 0.01, "tokens_per_utterance": 3.0, "runtime_mib": 10.0}
+    results["device"] = {"jax": {**device, "ms_per_frame": 0.2},
+                         "onnx_int8": {**device, "ms_per_frame": 0.1}}
     table, targets = run.report(results)
+    assert "| onnx_int8 | 0.100 | 0.0100 | 2.00x | 10 |" in table
     assert targets["train_step: JAX >= 1.0x the faster PyTorch"] == {"measured": 0.8,
                                                                     "met": False}
     assert targets["pipeline: >= 3x the train step"]["met"] is True
