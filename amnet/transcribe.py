@@ -15,7 +15,7 @@ newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
 Files longer than --segment_s (30 s) are cut at endpoints (0.8 s without a new label after
 text, `Recognizer.segments`), so hour-long recordings decode in bounded memory; shorter ones are
 decoded whole. Output on stdout: `<file>\t<text>` lines, or
-JSON lines (id = the file) with the text, duration, segments, per-word times (greedy, --words)
+JSON lines (id = the file) with the text, duration, segments, per-word times (--words)
 and the encoder branch share (AmNet). `--stream`
 feeds each file in 100 ms chunks and prints the partial transcript whenever it changes
 (stderr). Files that fail are reported at the end (stderr) and make the exit status 1; the
@@ -175,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--context_bonus", type=float, default=2.0,
                    help="bonus per matched token of a phrase")
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
-    p.add_argument("--words", action="store_true", help="per-word times (greedy, jsonl)")
+    p.add_argument("--words", action="store_true", help="per-word times (jsonl)")
     p.add_argument("--stream", action="store_true",
                    help="feed 100 ms chunks and print partial transcripts on stderr")
     p.add_argument("--max_seconds", type=float, default=3600.0, help="longer files fail")

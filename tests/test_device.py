@@ -171,8 +171,15 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
         stream = recognizer.stream()
         for frame in x[0]:
             stream.accept_frame(frame)
-        assert stream.finish().tokens == expected, name
+        result = stream.finish()
+        assert result.tokens == expected, name
         assert len(expected) > (5 if name == "greedy" else 0), name  # the model emits labels
+        # Token times (word times), greedy and beam: one frame per label, in order, at most
+        # max_symbols_per_frame labels on a frame.
+        frames = result.token_frames
+        assert len(frames) == len(expected) and frames == sorted(frames), name
+        assert 0 <= frames[0] and frames[-1] < x.shape[1], name
+        assert max(np.bincount(frames)) <= _SEARCH["max_symbols_per_frame"], name
 
 
 def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(

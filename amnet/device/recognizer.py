@@ -58,14 +58,14 @@ class Result:
     tokens: list[int]
     frames: int  # encoder frames consumed
     branches: np.ndarray  # [frames] the encoder branch run on each frame
-    token_frames: list[int] | None  # greedy: the frame each token was emitted at
+    token_frames: list[int] | None  # the frame each token was emitted at
     frame_period_s: float
     truncated: bool = False  # the hypothesis reached the label bound (max_length)
 
     def words(self) -> list[dict] | None:
         """Per-word start and end times in seconds: a word starts at the frame of its first
-        character and ends after the frame of its last. None without token times (beam
-        search) or without one token per character (wordpieces)."""
+        character and ends after the frame of its last (beam search: the frames of the best
+        hypothesis's alignment). None without one token per character (wordpieces)."""
         frames, text = self.token_frames, self.text
         if frames is None or len(frames) != len(text):
             return None
@@ -220,8 +220,7 @@ class Stream:
         self.finished = True
         tokens = self.search.best()
         r = self.recognizer
-        greedy = isinstance(self.search, search.Greedy)
         return Result(r.spec.detokenize(tokens), tokens, len(self.branches),
-                      np.asarray(self.branches, np.int32),
-                      list(self.search.frames) if greedy else None, r.frame_seconds,
+                      np.asarray(self.branches, np.int32), self.search.best_frames(),
+                      r.frame_seconds,
                       len(tokens) >= r.max_length)

@@ -101,6 +101,10 @@ class Greedy:
     def best(self) -> list[int]:
         return list(self.tokens)
 
+    def best_frames(self) -> list[int]:
+        """The frame each label of `best()` was emitted at."""
+        return list(self.frames)
+
     def length(self) -> int:
         """Labels of the best hypothesis so far."""
         return len(self.tokens)
@@ -111,6 +115,7 @@ class Hypotheses:
     scores: np.ndarray  # [K] float32
     hashes: np.ndarray  # [K] uint32 rolling hash of the label sequence
     tokens: np.ndarray  # [K, L] int32
+    frames: np.ndarray  # [K, L] int32: the frame each label was emitted at
     lengths: np.ndarray  # [K] int32
     pred_proj: np.ndarray  # [K, J]
     carry: object  # predictor carry, leading axis K
@@ -118,8 +123,8 @@ class Hypotheses:
 
     def take(self, index: np.ndarray) -> Hypotheses:
         return Hypotheses(self.scores[index], self.hashes[index], self.tokens[index],
-                          self.lengths[index], self.pred_proj[index], take(self.carry, index),
-                          self.lm_states[index])
+                          self.frames[index], self.lengths[index], self.pred_proj[index],
+                          take(self.carry, index), self.lm_states[index])
 
     @staticmethod
     def concatenate(parts: Sequence[Hypotheses]) -> Hypotheses:
@@ -145,30 +150,30 @@ class Beam:
         self.state = Hypotheses(
             np.where(np.arange(beam) == 0, np.float32(0.0), NEG).astype(np.float32),
             np.zeros(beam, np.uint32), np.zeros((beam, max_length), np.int32),
-            np.zeros(beam, np.int32), tile(greedy.pred_proj), take(greedy.carry,
-                                                                   np.zeros(beam, np.int64)),
+            np.zeros((beam, max_length), np.int32), np.zeros(beam, np.int32),
+            tile(greedy.pred_proj), take(greedy.carry, np.zeros(beam, np.int64)),
             np.broadcast_to(starts, (beam, starts.shape[0])).copy())
 
-    def _extend(self, state: Hypotheses, label_scores: np.ndarray) -> Hypotheses:
-        """The best K one-label extensions, given their scores `[K, V]`."""
+    def _extend(self, state: Hypotheses, label_scores: np.ndarray, frame: int) -> Hypotheses:
+        """The best K one-label extensions, given their scores `[K, V]`, emitted at `frame`."""
         vocab = label_scores.shape[-1]
         flat = label_scores.reshape(-1)
         index = top_k(flat, self.beam)
         parent, token = index // vocab, (index % vocab).astype(np.int32)
         new = state.take(parent)
         max_length = new.tokens.shape[1]
-        new.tokens[np.arange(self.beam), np.minimum(new.lengths, max_length - 1)] = token
+        at = (np.arange(self.beam), np.minimum(new.lengths, max_length - 1))
+        new.tokens[at], new.frames[at] = token, frame
         pred_proj, carry = self.network.predict_step(token, new.carry)
         lm_states = new.lm_states if self.fusion is None else self.fusion.advance(
             new.lm_states, token)
         with np.errstate(over="ignore"):
             hashes = new.hashes * _HASH + token.astype(np.uint32) + np.uint32(1)
-        return Hypotheses(flat[index], hashes, new.tokens, new.lengths + 1, pred_proj, carry,
-                          lm_states)
+        return Hypotheses(flat[index], hashes, new.tokens, new.frames, new.lengths + 1,
+                          pred_proj, carry, lm_states)
 
     def step(self, enc_proj: np.ndarray, frame: int) -> None:
         """Consumes one encoder frame `[1, J]`."""
-        del frame
         net, blank = self.network, self.network.blank
         active, pool = self.state, []
         for symbol in range(self.max_symbols + 1):
@@ -181,7 +186,7 @@ class Beam:
             if self.fusion is not None:
                 log_probs = log_probs + self.fusion.label_scores(active.lm_states)
             active = self._extend(active, np.where(
-                can_emit, active.scores[:, None] + log_probs, NEG))
+                can_emit, active.scores[:, None] + log_probs, NEG), frame)
         pool = Hypotheses.concatenate(pool)
         size = pool.scores.shape[0]
         alive = pool.scores > NEG / 2
@@ -201,9 +206,18 @@ class Beam:
         """Labels of the best hypothesis so far (before end-of-sentence scores)."""
         return int(self.state.lengths[int(np.argmax(self.state.scores))])
 
-    def best(self) -> list[int]:
+    def _best(self) -> int:
         s = self.state
         scores = s.scores if self.fusion is None else s.scores + self.fusion.end_scores(
             s.lm_states)
-        best = int(np.argmax(scores))
-        return s.tokens[best, :s.lengths[best]].tolist()
+        return int(np.argmax(scores))
+
+    def best(self) -> list[int]:
+        best = self._best()
+        return self.state.tokens[best, :self.state.lengths[best]].tolist()
+
+    def best_frames(self) -> list[int]:
+        """The frame each label of `best()` was emitted at (of the alignment kept when
+        hypotheses with the same labels merged)."""
+        best = self._best()
+        return self.state.frames[best, :self.state.lengths[best]].tolist()
