@@ -171,7 +171,8 @@ def build_lexicon(sentences: Iterable[Sequence[int]], vocab_size: int,
                      {"words": int(sum(word_end)), "separator": separator})
 
 
-def build_context(phrases: Iterable[Sequence[int]], vocab_size: int) -> Automaton:
+def build_context(phrases: Iterable[Sequence[int]], vocab_size: int,
+                  boundary: int | None = None) -> Automaton:
     """Contextual biasing toward `phrases` (token-id sequences: new words, names), as an
     Aho-Corasick automaton whose scores, times the fusion weight (the bonus per token), reward
     each token that extends a match, take back what a broken-off match earned, and keep what a
@@ -185,8 +186,16 @@ def build_context(phrases: Iterable[Sequence[int]], vocab_size: int) -> Automato
     nets 0, while during the search a hypothesis inside a match carries its bonus, so that it
     survives the beam until the phrase can complete. A phrase that ends inside a longer
     match (a proper suffix of it) is not banked. No phrases: every score 0 (plain search).
+
+    `boundary` (the space token of a character vocabulary): phrases match at word starts
+    only, as `boundary + phrase`, and the utterance's start counts as one (its boundary is
+    never earned: every hypothesis gives it back, a constant -1 that changes no ranking);
+    without it a phrase also matches inside a word (what a long list of short words must not
+    do).
     """
     phrases = list(phrases)
+    if boundary is not None:
+        phrases = [[boundary, *p] for p in phrases]
     phrases = _check_sentences(phrases, vocab_size) if phrases else []
     if any(not p for p in phrases):
         raise ValueError("an empty phrase cannot be boosted")
@@ -219,7 +228,8 @@ def build_context(phrases: Iterable[Sequence[int]], vocab_size: int) -> Automato
     log_probs += np.where(np.asarray(ends)[next_state], potential[next_state], 0.0)
     log_probs[:, END] = -potential
     next_state[:, END] = 0
-    return Automaton(log_probs.astype(np.float32), next_state, 0, "context",
+    start = int(next_state[0, boundary]) if boundary is not None and phrases else 0
+    return Automaton(log_probs.astype(np.float32), next_state, start, "context",
                      {"phrases": len(phrases)})
 
 

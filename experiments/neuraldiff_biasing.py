@@ -7,9 +7,10 @@ r"""Contextual biasing as the zero-byte update, against the neural diffs and com
 Reads a finished `experiments.neuraldiff_generations` workdir. For each generation g: beam
 search with the g0 model (no update shipped: zero bytes) and with each listed chain's model
 after update g, each without and with biasing toward the words generations 1..g introduced
-(`grammar.Grammar(k).new_words()`, a context automaton of `amnet.lm.build_context` fused with
-a per-token bonus), on g's test split (new-word recall, WER) and on g0's (everything else).
-Transcripts go to <workdir>/biasing/ (reused when re-run); the table to results.{json,md} there.
+(`grammar.Grammar(k).new_words()`, a context automaton of `amnet.lm.build_context`, matched
+at word starts, fused with a per-token bonus), on g's test split (new-word recall, WER) and on
+g0's (everything else). Transcripts go to <workdir>/biasing/ (reused when re-run); the table
+to results.{json,md} there.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def run(config, workdir: str, chains: Sequence[str], bonus: float,
     rows = []
     for g in generations:
         words = context_words(g)
+        space = trainer.tokenizer.encode("a b")[1]
         context = lm.build_context([trainer.tokenizer.encode(w) for w in words],
-                                   trainer.tokenizer.vocab_size)
+                                   trainer.tokenizer.vocab_size, boundary=space)
         biased = trainer.beam_decoder(decoding.Fusion.of([context], [bonus]))
         models = {"g0": base}
         for chain in chains:

@@ -152,6 +152,16 @@ def test_the_context_automaton_keeps_completed_phrases_and_takes_back_partial_on
         running.append(float(context.log_probs[state, t]))
         state = int(context.next_state[state, t])
     assert running == [1.0, 1.0]
+    # At word starts only (token 5 = the space): at the utterance's start and after a space
+    # a phrase earns its tokens and the boundary, inside a word nothing. Scores are relative
+    # to -1, the start's boundary, which every hypothesis gives back (plain search: the same
+    # ranking).
+    words = lm.build_context([[2, 3]], vocab_size=6, boundary=5)
+    plain = lm.score(words, [1, 4])
+    assert plain == -1.0 and lm.score(words, []) == plain
+    assert lm.score(words, [2, 3]) - plain == 3.0
+    assert lm.score(words, [1, 5, 2, 3]) - plain == 3.0
+    assert lm.score(words, [1, 2, 3]) == plain
     empty = lm.build_context([], vocab_size=6)
     assert not np.any(empty.log_probs) and lm.score(empty, [1, 2, 3]) == 0.0
     with pytest.raises(ValueError, match="empty phrase"):
