@@ -21,11 +21,6 @@ from ml_collections import config_flags
 from experiments import neuraldiff_report
 from experiments.neuraldiff_chains import Experiment, chains, methods
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
-                                          "Experiment config file[:preset].")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/neuraldiff", "Where chains and tables go.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
-
 
 def run(config, workdir: str) -> str:
     """Runs (or resumes) every chain; returns the markdown report."""
@@ -55,14 +50,24 @@ def run(config, workdir: str) -> str:
     return report
 
 
+def _define_flags() -> None:
+    """Flags of the entry point (defined when run, so that importing `run` defines none)."""
+    config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
+                                    "Experiment config file[:preset].")
+    flags.DEFINE_string("workdir", "runs/neuraldiff", "Where chains and tables go.")
+    flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
-    if _DATA_DIR.value:
-        config.data.data_dir = _DATA_DIR.value
-    print(run(config, _WORKDIR.value))
+    args = flags.FLAGS
+    config = args.config
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    print(run(config, args.workdir))
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
