@@ -171,6 +171,12 @@ def build_lexicon(sentences: Iterable[Sequence[int]], vocab_size: int,
                      {"words": int(sum(word_end)), "separator": separator})
 
 
+def space_token(token_texts: Sequence[str]) -> int | None:
+    """The id of the space in a character vocabulary (the word boundary `build_context`
+    anchors phrases at); None for wordpieces, whose pieces mark word starts themselves."""
+    return token_texts.index(" ") if " " in token_texts else None
+
+
 def build_context(phrases: Iterable[Sequence[int]], vocab_size: int,
                   boundary: int | None = None) -> Automaton:
     """Contextual biasing toward `phrases` (token-id sequences: new words, names), as an

@@ -11,7 +11,8 @@ file (`neuraldiff.cli export`, updated by `neuraldiff.cli apply`; no JAX needed)
 graphs (`--onnx`, `python -m amnet.device.onnx_model`) or a training run (`--run_dir`, its
 newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
 (--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`);
-`--context=phrases.txt` boosts phrases (new names) in beam search (`amnet.lm.build_context`).
+`--context=phrases.txt` boosts phrases (new names) at word starts in beam search
+(`amnet.lm.build_context`).
 Files longer than --segment_s (30 s) are cut at endpoints (0.8 s without a new label after
 text, `Recognizer.segments`), so hour-long recordings decode in bounded memory; shorter ones are
 decoded whole. Output on stdout: `<file>\t<text>` lines, or
@@ -73,7 +74,8 @@ def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight:
         bonus = args.length_bonus if args.length_bonus is not None else length_bonus
     if args.context:
         automata.append(lm_lib.build_context(read_phrases(args.context, spec),
-                                             len(spec.tokens)))
+                                             len(spec.tokens),
+                                             boundary=lm_lib.space_token(spec.tokens)))
         weights.append(args.context_bonus)
     fusion = search.Fusion.of(automata, weights, bonus) if automata else None
     return {"beam": args.beam, "fusion": fusion}

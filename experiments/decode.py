@@ -102,7 +102,8 @@ def main(argv: Sequence[str]) -> None:
             decoders["CTC greedy"] = train_step.make_ctc_decoder(model, front)
     weights = [float(w) for w in _LM_WEIGHTS.value] or [config.lm.weight]
     bonuses = [float(b) for b in _LENGTH_BONUS.value] or [config.lm.length_bonus]
-    context = (lm.build_context(read_phrases(_CONTEXT.value, tokenizer), tokenizer.vocab_size)
+    context = (lm.build_context(read_phrases(_CONTEXT.value, tokenizer), tokenizer.vocab_size,
+                                boundary=lm.space_token(tokenizer.token_texts()))
                if _CONTEXT.value else None)
     boosts = [float(b) for b in _CONTEXT_BONUS.value]
     for label, fusion in fusion_grid(config, run_dir, tokenizer, order=_LM_ORDER.value,

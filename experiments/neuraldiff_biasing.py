@@ -72,9 +72,9 @@ def run(config, workdir: str, chains: Sequence[str], bonus: float,
     rows = []
     for g in generations:
         words = context_words(g)
-        space = trainer.tokenizer.encode("a b")[1]
-        context = lm.build_context([trainer.tokenizer.encode(w) for w in words],
-                                   trainer.tokenizer.vocab_size, boundary=space)
+        context = lm.build_context(
+            [trainer.tokenizer.encode(w) for w in words], trainer.tokenizer.vocab_size,
+            boundary=lm.space_token(trainer.tokenizer.token_texts()))
         biased = trainer.beam_decoder(decoding.Fusion.of([context], [bonus]))
         models = {"g0": base}
         for chain in chains:

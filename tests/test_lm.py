@@ -156,6 +156,8 @@ def test_the_context_automaton_keeps_completed_phrases_and_takes_back_partial_on
     # a phrase earns its tokens and the boundary, inside a word nothing. Scores are relative
     # to -1, the start's boundary, which every hypothesis gives back (plain search: the same
     # ranking).
+    assert lm.space_token(("", "a", " ", "b")) == 2
+    assert lm.space_token(("", "\u2581the", "s")) is None  # wordpieces mark word starts
     words = lm.build_context([[2, 3]], vocab_size=6, boundary=5)
     plain = lm.score(words, [1, 4])
     assert plain == -1.0 and lm.score(words, []) == plain
