@@ -194,10 +194,9 @@ def build_context(phrases: Iterable[Sequence[int]], vocab_size: int,
     match (a proper suffix of it) is not banked. No phrases: every score 0 (plain search).
 
     `boundary` (the space token of a character vocabulary): phrases match at word starts
-    only, as `boundary + phrase`, and the utterance's start counts as one (its boundary is
-    never earned: every hypothesis gives it back, a constant -1 that changes no ranking);
-    without it a phrase also matches inside a word (what a long list of short words must not
-    do).
+    only, as `boundary + phrase` where the boundary earns nothing (Φ counts the phrase's own
+    tokens), and the utterance's start counts as one; without it a phrase also matches inside
+    a word (what a long list of short words must not do).
     """
     phrases = list(phrases)
     if boundary is not None:
@@ -230,6 +229,8 @@ def build_context(phrases: Iterable[Sequence[int]], vocab_size: int,
             else:
                 next_state[s, v] = next_state[fail[s], v] if s else 0
     potential = np.asarray(depth, np.float32)
+    if boundary is not None:  # the boundary itself earns nothing: a space is no evidence
+        potential = np.maximum(potential - 1, 0)
     log_probs = potential[next_state] - potential[:, None]
     log_probs += np.where(np.asarray(ends)[next_state], potential[next_state], 0.0)
     log_probs[:, END] = -potential

@@ -153,17 +153,14 @@ def test_the_context_automaton_keeps_completed_phrases_and_takes_back_partial_on
         state = int(context.next_state[state, t])
     assert running == [1.0, 1.0]
     # At word starts only (token 5 = the space): at the utterance's start and after a space
-    # a phrase earns its tokens and the boundary, inside a word nothing. Scores are relative
-    # to -1, the start's boundary, which every hypothesis gives back (plain search: the same
-    # ranking).
+    # a phrase earns its tokens, inside a word nothing; the space itself earns nothing.
     assert lm.space_token(("", "a", " ", "b")) == 2
     assert lm.space_token(("", "\u2581the", "s")) is None  # wordpieces mark word starts
     words = lm.build_context([[2, 3]], vocab_size=6, boundary=5)
-    plain = lm.score(words, [1, 4])
-    assert plain == -1.0 and lm.score(words, []) == plain
-    assert lm.score(words, [2, 3]) - plain == 3.0
-    assert lm.score(words, [1, 5, 2, 3]) - plain == 3.0
-    assert lm.score(words, [1, 2, 3]) == plain
+    assert lm.score(words, [1, 4]) == lm.score(words, []) == 0.0
+    assert lm.score(words, [2, 3]) == lm.score(words, [1, 5, 2, 3]) == 2.0
+    assert lm.score(words, [1, 2, 3]) == lm.score(words, [1, 5, 2, 4]) == 0.0
+    assert not np.any(words.log_probs[:, 5] > 0)  # no bonus for a space
     empty = lm.build_context([], vocab_size=6)
     assert not np.any(empty.log_probs) and lm.score(empty, [1, 2, 3]) == 0.0
     with pytest.raises(ValueError, match="empty phrase"):
