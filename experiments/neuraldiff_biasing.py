@@ -2,7 +2,7 @@ r"""Contextual biasing as the zero-byte update, against the neural diffs and com
 
     python -m experiments.neuraldiff_biasing --config=experiments/configs/neuraldiff.py:small \
         --config.base_run=runs/dense_small --workdir=runs/neuraldiff --data_dir=data \
-        --chains=full,sparse_10pct --bonus=2 [--generations=1,5]
+        --chains=full,sparse_10pct --bonus=0.5 [--generations=1,5]
 
 Reads a finished `experiments.neuraldiff_generations` workdir. For each generation g: beam
 search with the g0 model (no update shipped: zero bytes) and with each listed chain's model
@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from amnet import checkpointing, decoding, lm
 from amnet import results as results_io
 from amnet.data import grammar
 from amnet.metrics import word_errors, word_recall
-from experiments.neuraldiff_chains import check_base_run
+from experiments.neuraldiff_chains import check_base_run, config_from_flags, define_flags
 from experiments.neuraldiff_training import UpdateTrainer, with_base_frontend
 from neuraldiff import model_file, updates
 
@@ -105,22 +104,17 @@ def table(rows: list[dict], bonus: float) -> str:
 
 def _define_flags() -> None:
     """Flags of the entry point (defined when run, so that importing `run` defines none)."""
-    config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
-                                    "The neuraldiff_generations config of the workdir.")
-    flags.DEFINE_string("workdir", "runs/neuraldiff", "A neuraldiff_generations workdir.")
-    flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
+    define_flags("The neuraldiff_generations config of the workdir.",
+                 "A neuraldiff_generations workdir.")
     flags.DEFINE_list("chains", ["full", "sparse_10pct"], "Chains whose models to bias.")
-    flags.DEFINE_float("bonus", 2.0, "Biasing bonus per matched token (nats).")
+    flags.DEFINE_float("bonus", 0.5, "Biasing bonus per matched character (nats; 0.5 was "
+                       "chosen on g1's validation split, docs/neuraldiff.md).")
     flags.DEFINE_list("generations", [], "Generations to evaluate (default: all).")
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_from_flags(argv)
     args = flags.FLAGS
-    config = args.config
-    if args.data_dir:
-        config.data.data_dir = args.data_dir
     generations = [int(g) for g in args.generations] or list(range(1, config.generations + 1))
     bad = [g for g in generations if not 1 <= g <= config.generations]
     if bad:

@@ -93,6 +93,30 @@ def methods(config: ml_collections.ConfigDict) -> list[str]:
     return [m.strip() for entry in config.methods for m in entry.split(",") if m.strip()]
 
 
+def define_flags(config_help: str, workdir_help: str) -> None:
+    """--config, --workdir and --data_dir of the neural-diff entry points (defined when one
+    runs, so that importing them defines no flag)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
+                                    config_help)
+    flags.DEFINE_string("workdir", "runs/neuraldiff", workdir_help)
+    flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
+
+
+def config_from_flags(argv) -> ml_collections.ConfigDict:
+    """The experiment config of `define_flags`' flags, with --data_dir applied."""
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    if flags.FLAGS.data_dir:
+        config.data.data_dir = flags.FLAGS.data_dir
+    return config
+
+
 def check_base_run(config: ml_collections.ConfigDict) -> None:
     """The base run's model and frontend must be the config's (CMVN statistics from
     `with_base_frontend`)."""

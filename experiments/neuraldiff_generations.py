@@ -16,10 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import neuraldiff_report
-from experiments.neuraldiff_chains import Experiment, chains, methods
+from experiments.neuraldiff_chains import (
+    Experiment,
+    chains,
+    config_from_flags,
+    define_flags,
+    methods,
+)
 
 
 def run(config, workdir: str) -> str:
@@ -50,24 +55,10 @@ def run(config, workdir: str) -> str:
     return report
 
 
-def _define_flags() -> None:
-    """Flags of the entry point (defined when run, so that importing `run` defines none)."""
-    config_flags.DEFINE_config_file("config", "experiments/configs/neuraldiff.py:small",
-                                    "Experiment config file[:preset].")
-    flags.DEFINE_string("workdir", "runs/neuraldiff", "Where chains and tables go.")
-    flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides the config's).")
-
-
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    args = flags.FLAGS
-    config = args.config
-    if args.data_dir:
-        config.data.data_dir = args.data_dir
-    print(run(config, args.workdir))
+    print(run(config_from_flags(argv), flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":
-    _define_flags()
+    define_flags("Experiment config file[:preset].", "Where chains and tables go.")
     app.run(main)
