@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from amnet import metrics  # noqa: E402
 from amnet import results as results_io  # noqa: E402
+from experiments.neuraldiff_chains import earlier_outputs  # noqa: E402
 
 LEARNED = ("sparse", "hashed")
 POSTHOC = ("topk", "svd", "compressed", "zstd")
@@ -122,7 +123,7 @@ def recall_table(results: list[dict], base: dict) -> str:
 def transcripts(workdir: str | Path, chain: str, generation: int, test: int) -> list:
     """A chain step's transcripts of generation `test`'s test split."""
     step_dir = Path(workdir) / chain / f"g{generation}"
-    name = results_io.OUTPUTS if test == generation else f"outputs_g{test}.jsonl"
+    name = results_io.OUTPUTS if test == generation else earlier_outputs(test)
     return sorted(results_io.read_outputs(step_dir / name), key=lambda o: o.id)
 
 
