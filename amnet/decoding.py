@@ -88,17 +88,32 @@ def greedy_decode(model: Transducer, params: Params, features: jax.Array, length
                   *, max_symbols_per_frame: int = 5,
                   max_length: int = 160) -> tuple[jax.Array, jax.Array]:
     """features `[B, T, D]`, lengths `[B]` -> tokens `[B, max_length]`, token lengths `[B]`."""
+    tokens, token_lengths, _ = greedy_alignment(
+        model, params, features, lengths, max_symbols_per_frame=max_symbols_per_frame,
+        max_length=max_length)
+    return tokens, token_lengths
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("max_symbols_per_frame",
+                                                                  "max_length"))
+def greedy_alignment(model: Transducer, params: Params, features: jax.Array,
+                     lengths: jax.Array, *, max_symbols_per_frame: int = 5,
+                     max_length: int = 160) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Greedy decoding and where it emitted: features `[B, T, D]`, lengths `[B]` -> tokens
+    `[B, max_length]`, token lengths `[B]`, symbols emitted at each encoder frame `[B, T']`
+    (0 on blank frames; T' the encoder's frame count)."""
     enc_proj, _ = _apply(model, params, Transducer.encode, features, lengths)
     state = greedy_init(model, params, features.shape[0], max_length)
 
     def step(state, inputs):
         frame, t = inputs
-        return greedy_step(model, params, state, frame, t < lengths,
-                           max_symbols_per_frame=max_symbols_per_frame), None
+        new = greedy_step(model, params, state, frame, t < lengths,
+                          max_symbols_per_frame=max_symbols_per_frame)
+        return new, new.lengths - state.lengths
 
     frames = enc_proj.shape[1]
-    state, _ = jax.lax.scan(step, state, (enc_proj.swapaxes(0, 1), jnp.arange(frames)))
-    return state.tokens, state.lengths
+    state, emitted = jax.lax.scan(step, state, (enc_proj.swapaxes(0, 1), jnp.arange(frames)))
+    return state.tokens, state.lengths, emitted.swapaxes(0, 1)
 
 
 class Fusion(NamedTuple):

@@ -1,5 +1,6 @@
 """AmNet end to end through the entry points: dense baseline -> warm-started AmNet with three
-branches (dense, sparse, lowrank) -> the paper's table and plots."""
+branches (dense, sparse, lowrank) and a cost-only model matched to its compute -> the paper's
+table and plots."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 
 from amnet import checkpointing, pruning
+from experiments import amnet_matched
 from tests.conftest import HANG_GUARD_S
 from tests.test_train import ROOT, _env
 
@@ -23,18 +25,41 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
                                                                   tmp_path):
     dense = tiny_dense_run
     paper = tmp_path / "paper"
+    # A cost-only λ_cost sweep at two extremes, then one run at the interpolated λ (matched).
+    cost_sweep = tmp_path / "cost.toml"
+    cost_sweep.write_text('config = "experiments/configs/amnet.py:tiny,lowrank-noamr"\n'
+                          '[grid]\n"amnet.cost_weight" = [0.01, 100.0]\n')
     stdout = _run(["experiments.amnet_paper", "--preset=tiny", f"--dense_run={dense}",
                    f"--workdir={paper}", f"--data_dir={tiny_data_dir}", "--models=three",
+                   f"--cost_sweep={cost_sweep}", "--matched_to=three", "--matched_tries=1",
                    "--stream_utterances=1", "--plot_utterances=2"])
     rows = json.loads((paper / "table.json").read_text())
-    assert [r["model"] for r in rows] == ["dense", "three"]
+    assert [r["model"] for r in rows[:2]] == ["dense", "three"]
     three = rows[1]
     assert three["branches"] == "dense / sparse(0.9) / lowrank(4)"
     assert abs(sum(three[f"branch_{k}_frames"] for k in range(3)) - 1.0) < 1e-9
     assert three["upl_max_ms"] >= three["upl_p90_ms"] >= 0 and three["stream_ms_per_frame"] > 0
+    for column in ("binary_final", "binary_tau1", "fast_on_silence", "fast_on_speech",
+                   "fast_on_emit", "fast_on_blank", "silence_frames", "emit_frames"):
+        assert 0.0 <= three[column] <= 1.0, column
+    assert three["binary_final"] >= three["binary_tau1"]  # τ = 0.005 sharpens softmax(z)
+    assert 0.0 < three["silence_frames"] < 1.0 and rows[0]["fast_on_speech"] is None
     assert "| three |" in stdout and "| dense |" in stdout
-    for plot in ("routing.png", "wer_vs_flops.png", "upl.png"):
+    for plot in ("routing.png", "routing_matched.png", "wer_vs_flops.png", "upl.png"):
         assert (paper / plot).stat().st_size > 10_000, plot
+
+    # Matched compute: the two sweep runs enclose three's MFLOPs/frame, the run trained at the
+    # log-interpolated λ_cost is in the table.
+    points = amnet_matched.sweep_points(paper / "cost_sweep")
+    assert sorted(p.weight for p in points) == [0.01, 100.0]
+    found = amnet_matched.bracket(points, three["mflops_per_frame"])
+    weight = float(f"{found.weight:.3g}")
+    assert 0.01 < weight < 100.0
+    matched = rows[2]
+    assert matched["model"] == f"lowrank-noamr λ={weight:g} (matched)"
+    assert matched["cost_weight"] == weight and matched["amortization"] == "none"
+    assert matched["matched_to"] == "three"
+    assert (paper / f"noamr-matched-{weight:g}" / "results.json").exists()
 
     # Every branch and the arbitrator were trained; the sparse branch reached its sparsity.
     start, _ = checkpointing.load_params(dense)

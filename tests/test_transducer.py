@@ -134,11 +134,20 @@ def test_streaming_greedy_equals_batch_greedy_and_beam_of_one(predictor):
                                             max_symbols_per_frame=1)
     enc, _ = model.apply({"params": params}, features, lengths, method=Transducer.encode)
     state = decoding.greedy_init(model, params, 3, 20)
+    emitted = []
     for t in range(features.shape[1]):
+        before = state.lengths
         state = decoding.greedy_step(model, params, state, enc[:, t], t < lengths,
                                      max_symbols_per_frame=1)
+        emitted.append(state.lengths - before)
     np.testing.assert_array_equal(state.tokens, tokens)
     np.testing.assert_array_equal(state.lengths, counts)
+    # Where greedy decoding emitted: per frame, nothing past an utterance's end.
+    _, _, alignment = decoding.greedy_alignment(model, params, features, lengths, max_length=20,
+                                                max_symbols_per_frame=1)
+    np.testing.assert_array_equal(alignment, np.stack(emitted, axis=1))
+    np.testing.assert_array_equal(alignment.sum(1), counts)
+    assert int(alignment[1, 5:].sum()) == 0 and int(alignment.sum()) > 0
 
 
 def test_wide_beam_finds_the_most_probable_sequence():

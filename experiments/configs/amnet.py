@@ -64,12 +64,13 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
         c.model.encoder_branches = ("dense", {"sparse": sparse, "lowrank": lowrank}[kind])
 
     c.amnet = ml_collections.ConfigDict()
-    # The RNN-T loss is a sum over the utterance (~15 nats here), the routing terms are means
-    # over its frames (<= 1): the weights are in nats per utterance.
-    c.amnet.cost_weight = 10.0  # λ_cost
+    # The routing terms are means over the utterance's frames (<= 1), added to its summed
+    # RNN-T + CTC loss: the weights are in nats per utterance. 30 / 60: at 10 / 20 the recipe's
+    # baseline keeps 86% of frames dense with ~1 s of backlog (docs/results.md).
+    c.amnet.cost_weight = 30.0  # λ_cost
     c.amnet.amortization = ("none" if model.endswith("-noamr") else
                             "upl" if model.endswith("-upl") else "amr")
-    c.amnet.amr_weight = 20.0  # λ_amr > λ_cost: without backlog the slow branch is cheaper
+    c.amnet.amr_weight = 60.0  # λ_amr > λ_cost: without backlog the slow branch is cheaper
     c.amnet.backlog_threshold_s = 0.06  # β: two frames of backlog
     c.amnet.upl_weight = 0.5  # λ_upl per frame of final latency (the ablation)
     c.amnet.temperature = ml_collections.ConfigDict()
