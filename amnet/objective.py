@@ -8,6 +8,7 @@ encoder). Without a head, L_asr = L_rnnt.
 
 Per utterance of n frames (DESIGN.md; `docs/amnet.md` has our reading):
   L = L_rnnt + λ_cost · mean_t E_p[C]/C_max + λ_amr · mean_t (1 − E_p[C]/C_max) · relu(1 − b_t/β)
+      [+ λ_ent · mean_t H(p_t), `amnet.entropy_weight`: sharpens p_t; 0 by default]
 with p_t = softmax(z_t) the arbitrator's distribution over branches (the straight-through
 Gumbel sample is drawn from it), E_p[C] = Σ_k p_t[k] C_k, C_k the counted FLOPs of a frame
 routed to branch k (`amnet.flops.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
@@ -110,6 +111,7 @@ def routing_terms(trace: RoutingTrace, lengths: jax.Array, branch_flops: jax.Arr
         "flops_per_frame": mean(trace.frame_flops),
         "confident_frames": mean((jnp.max(probs, axis=-1) > CONFIDENT).astype(jnp.float32)),
         "binary_frames": mean((jnp.max(trace.soft, axis=-1) > CONFIDENT).astype(jnp.float32)),
+        "entropy": mean(-jnp.sum(probs * jax.nn.log_softmax(trace.logits, axis=-1), axis=-1)),
     }
     for k in range(trace.gates.shape[-1]):
         terms[f"branch_{k}_frames"] = mean(jax.lax.stop_gradient(trace.gates[..., k]))
@@ -143,6 +145,7 @@ def amnet_objective(model: Transducer, config: ml_collections.ConfigDict,
             loss = loss + config.amr_weight * terms["amortization"]
         elif config.amortization == "upl":
             loss = loss + config.upl_weight * terms["upl_frames"]
+        loss = loss + config.get("entropy_weight", 0.0) * terms["entropy"]
         metrics = {k: jax.lax.stop_gradient(v) for k, v in terms.items()}
         metrics["rnnt"] = jax.lax.stop_gradient(losses.rnnt)
         metrics.update(asr_metrics)

@@ -232,3 +232,26 @@ def test_streaming_engine_matches_whole_utterance_decoding():
     assert result.frame_seconds.shape == (25,) and np.all(result.frame_seconds > 0)
     costs = np.asarray(flops.frame_costs(model.config).per_branch)
     np.testing.assert_array_equal(result.frame_flops, costs[result.branches])
+
+
+def test_entropy_term_is_the_routing_entropy_and_descending_it_sharpens_p():
+    model = _model(("dense", "lowrank(3)"))
+    batch = _batch()
+    params = _params(model, batch)
+    trace = model.apply({"params": params}, *batch[:2], method=Transducer.route)
+    branch_flops = jnp.asarray(flops.frame_costs(model.config).per_branch, jnp.float32)
+
+    def entropy(logits):
+        return objective.routing_terms(trace._replace(logits=logits), batch[1], branch_flops,
+                                       backlog_threshold_s=0.06, frame_period_s=0.03)["entropy"]
+
+    ties = jnp.zeros_like(trace.logits)
+    np.testing.assert_allclose(entropy(ties), np.log(2.0), rtol=1e-6)
+    decided = ties.at[..., 0].set(30.0)
+    assert float(entropy(decided).max()) < 1e-9
+    # A gradient step on the entropy widens every valid frame's logit gap.
+    logits = trace.logits
+    step = logits - 0.5 * jax.grad(lambda z: entropy(z).sum())(logits)
+    valid = np.arange(logits.shape[1])[None] < np.asarray(batch[1])[:, None]
+    gap = lambda z: np.abs(np.asarray(z[..., 0] - z[..., 1]))[valid]  # noqa: E731
+    assert np.all(gap(step) >= gap(logits) - 1e-6) and np.any(gap(step) > gap(logits))

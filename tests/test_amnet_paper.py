@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from amnet import checkpointing, pruning
 from experiments import amnet_matched
@@ -55,11 +56,20 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
     found = amnet_matched.bracket(points, three["mflops_per_frame"])
     weight = float(f"{found.weight:.3g}")
     assert 0.01 < weight < 100.0
+    trained = paper / f"noamr-matched-{weight:g}"
+    assert (trained / "results.json").exists()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["amnet"]["cost_weight"] == weight and config["amnet"]["amortization"] == "none"
+    # The table's matched row is the run (of the sweep's two and the trained one) whose cost is
+    # nearest to three's.
+    tried = points + [amnet_matched.Point(weight, json.loads(
+        (trained / "metrics.json").read_text())["mflops_per_frame"], trained)]
+    best = amnet_matched.closest(tried, three["mflops_per_frame"])
     matched = rows[2]
-    assert matched["model"] == f"lowrank-noamr λ={weight:g} (matched)"
-    assert matched["cost_weight"] == weight and matched["amortization"] == "none"
+    assert matched["model"] == f"lowrank-noamr λ={best.weight:g} (matched)"
+    assert matched["cost_weight"] == best.weight and matched["amortization"] == "none"
     assert matched["matched_to"] == "three"
-    assert (paper / f"noamr-matched-{weight:g}" / "results.json").exists()
+    assert matched["mflops_per_frame"] == pytest.approx(best.mflops, rel=1e-4)
 
     # Every branch and the arbitrator were trained; the sparse branch reached its sparsity.
     start, _ = checkpointing.load_params(dense)

@@ -73,6 +73,7 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
     c.amnet.amr_weight = 60.0  # λ_amr > λ_cost: without backlog the slow branch is cheaper
     c.amnet.backlog_threshold_s = 0.06  # β: two frames of backlog
     c.amnet.upl_weight = 0.5  # λ_upl per frame of final latency (the ablation)
+    c.amnet.entropy_weight = 0.0  # λ_ent · mean_t H(p_t): pushes p_t towards one-hot
     c.amnet.temperature = ml_collections.ConfigDict()
     c.amnet.temperature.initial = 1.0
     c.amnet.temperature.final = 0.005  # the Gumbel-softmax sample is one-hot within 1%
