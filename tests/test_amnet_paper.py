@@ -32,7 +32,7 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
                           '[grid]\n"amnet.cost_weight" = [0.01, 100.0]\n')
     stdout = _run(["experiments.amnet_paper", "--preset=tiny", f"--dense_run={dense}",
                    f"--workdir={paper}", f"--data_dir={tiny_data_dir}", "--models=three",
-                   f"--cost_sweep={cost_sweep}", "--matched_to=three", "--matched_tries=1",
+                   f"--cost_sweep={cost_sweep}", "--matched_to=three", "--matched_tries=0",
                    "--stream_utterances=1", "--plot_utterances=2"])
     rows = json.loads((paper / "table.json").read_text())
     assert [r["model"] for r in rows[:2]] == ["dense", "three"]
@@ -49,22 +49,14 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
     for plot in ("routing.png", "routing_matched.png", "wer_vs_flops.png", "upl.png"):
         assert (paper / plot).stat().st_size > 10_000, plot
 
-    # Matched compute: the two sweep runs enclose three's MFLOPs/frame, the run trained at the
-    # log-interpolated λ_cost is in the table.
+    # Matched compute: the two sweep runs enclose three's MFLOPs/frame, the interpolated λ lies
+    # between them, and with no run left to train the table takes the closer sweep run.
+    # (Training at the interpolated λ: experiments.amnet_matched's docs/results.md run.)
     points = amnet_matched.sweep_points(paper / "cost_sweep")
     assert sorted(p.weight for p in points) == [0.01, 100.0]
     found = amnet_matched.bracket(points, three["mflops_per_frame"])
-    weight = float(f"{found.weight:.3g}")
-    assert 0.01 < weight < 100.0
-    trained = paper / f"noamr-matched-{weight:g}"
-    assert (trained / "results.json").exists()
-    config = json.loads((trained / "config.json").read_text())
-    assert config["amnet"]["cost_weight"] == weight and config["amnet"]["amortization"] == "none"
-    # The table's matched row is the run (of the sweep's two and the trained one) whose cost is
-    # nearest to three's.
-    tried = points + [amnet_matched.Point(weight, json.loads(
-        (trained / "metrics.json").read_text())["mflops_per_frame"], trained)]
-    best = amnet_matched.closest(tried, three["mflops_per_frame"])
+    assert 0.01 < found.weight < 100.0
+    best = amnet_matched.closest(points, three["mflops_per_frame"])
     matched = rows[2]
     assert matched["model"] == f"lowrank-noamr λ={best.weight:g} (matched)"
     assert matched["cost_weight"] == best.weight and matched["amortization"] == "none"

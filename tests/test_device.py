@@ -466,8 +466,7 @@ def _long_audio(seconds: float, seed: int = 0) -> np.ndarray:
 def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
     """The soak test's short version (benchmarks/soak.py runs an hour): 2 minutes through one
     recognizer in 100 ms chunks. Each segment's tokens equal its audio decoded alone, segments
-    tile the audio, Python memory does not grow and frames do not get slower."""
-    import time
+    tile the audio, Python memory does not grow and no segment outgrows max_segment_s."""
     import tracemalloc
 
     from amnet.device.recognizer import Endpointing
@@ -479,12 +478,10 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
                         max_segment_s=3.0)
     chunks = (audio[i:i + 1600] for i in range(0, audio.size, 1600))
     tracemalloc.start()
-    segments, memory, seconds, start = [], [], [], time.perf_counter()
+    segments, memory = [], []
     for segment in recognizer.segments(chunks, rules):
         segments.append(segment)
         memory.append(tracemalloc.get_traced_memory()[0])
-        seconds.append((time.perf_counter() - start) / max(segment.result.frames, 1))
-        start = time.perf_counter()
     tracemalloc.stop()
     assert len(segments) >= 20 and sum(bool(s.result.tokens) for s in segments) >= 10
     assert segments[0].start == 0 and audio.size - segments[-1].end < 480 + 240
@@ -496,7 +493,9 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
         assert alone.frames == segment.result.frames
     quarter = len(segments) // 4
     assert max(memory[quarter:]) - memory[quarter] < 1 << 20  # < 1 MiB over 3/4 of the run
-    assert np.median(seconds[-quarter:]) < 2 * np.median(seconds[:quarter])
+    # Work per segment stays bounded (no state carried across segments): at most
+    # max_segment_s of frames each. (Its wall clock is a benchmark's business, not a test's.)
+    assert max(s.result.frames for s in segments) <= round(3.0 / 0.03) + 1
 
 
 _READER = """
