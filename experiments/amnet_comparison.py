@@ -83,7 +83,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
            "wer_greedy": results["test_wer_greedy"], "wer_beam": results["test_wer_beam"],
            "wer_beam_lm": results.get("test_wer_beam_lm"),
            "test_words": results["test_words_greedy"]}
-    if "amnet" in config:
+    if len(branches) > 1:  # routed: the weights it was trained with
         row["cost_weight"] = config.amnet.cost_weight
         row["amortization"] = config.amnet.amortization
     final_temperature = (config.amnet.temperature.final if "amnet" in config

@@ -100,14 +100,20 @@ def _amnet_config(amortization, cost=1.0, amr=2.0, upl=0.1):
         "temperature": {"initial": 1.0, "final": 0.1, "decay_steps": 10}})
 
 
-def test_amortization_penalty_prefers_the_slow_branch_only_without_backlog():
-    """d L_amr / d logits pushes towards the costly branch at frames without backlog and is
-    zero at frames with backlog >= beta."""
+def _routed_two_branches():
+    """(batch, inference routing trace, per-branch frame FLOPs) of a fresh dense/lowrank(3)
+    model."""
     model = _model(("dense", "lowrank(3)"))
     batch = _batch()
     params = _params(model, batch)
     trace = model.apply({"params": params}, *batch[:2], method=Transducer.route)
-    branch_flops = jnp.asarray(flops.frame_costs(model.config).per_branch, jnp.float32)
+    return batch, trace, jnp.asarray(flops.frame_costs(model.config).per_branch, jnp.float32)
+
+
+def test_amortization_penalty_prefers_the_slow_branch_only_without_backlog():
+    """d L_amr / d logits pushes towards the costly branch at frames without backlog and is
+    zero at frames with backlog >= beta."""
+    batch, trace, branch_flops = _routed_two_branches()
 
     def amr_of_logits(logits):
         return objective.routing_terms(trace._replace(logits=logits), batch[1], branch_flops,
@@ -235,11 +241,7 @@ def test_streaming_engine_matches_whole_utterance_decoding():
 
 
 def test_entropy_term_is_the_routing_entropy_and_descending_it_sharpens_p():
-    model = _model(("dense", "lowrank(3)"))
-    batch = _batch()
-    params = _params(model, batch)
-    trace = model.apply({"params": params}, *batch[:2], method=Transducer.route)
-    branch_flops = jnp.asarray(flops.frame_costs(model.config).per_branch, jnp.float32)
+    batch, trace, branch_flops = _routed_two_branches()
 
     def entropy(logits):
         return objective.routing_terms(trace._replace(logits=logits), batch[1], branch_flops,
