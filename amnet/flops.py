@@ -138,3 +138,106 @@ def frame_costs(config) -> FrameCosts:
                                   config.predictor_context
                                   if getattr(config, "predictor", "lstm") == "stateless" else 0)
     return FrameCosts(branches, arbitrator, decoder)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFlops:
+    """Matmul FLOPs of one training step, by part (multiply and add count one each).
+
+    forward / backward: per part, the products of the forward pass and those of the gradients
+    the step needs (weights, and activations that lead to a weight: not the features).
+    recomputed: products run beyond the model's (the fused loss's recomputed joint and its
+      padding to whole chunks).
+    frontend: the log-mel filterbank product (no gradient); JAX computes it inside the step.
+    """
+
+    forward: dict[str, int]
+    backward: dict[str, int]
+    recomputed: int = 0
+    frontend: int = 0
+
+    @property
+    def model(self) -> int:
+        """Model FLOPs: forward + backward of the network, no recomputation, no frontend (the
+        figure utilization is reported against, whatever the implementation recomputes)."""
+        return sum(self.forward.values()) + sum(self.backward.values())
+
+    @property
+    def executed(self) -> int:
+        """What the JAX step runs: model FLOPs + recomputation + the frontend's product."""
+        return self.model + self.recomputed + self.frontend
+
+
+def _lstm_stack_step(batch_positions: int, input_dim: int, hidden: int, layers: int,
+                     projection: int | None, input_grad: bool) -> tuple[int, int]:
+    """(forward, backward) matmul FLOPs of an LSTM(P) stack over `batch_positions` positions.
+    Every product's backward pass costs twice its forward (input and weight gradients), except
+    the first layer's input gradient when `input_grad` is False."""
+    output = projection or hidden
+    forward = backward = 0
+    for layer in range(layers):
+        d = input_dim if layer == 0 else output
+        products = [(d, 4 * hidden), (output, 4 * hidden)]
+        if projection:
+            products.append((hidden, projection))
+        for k, (n_in, n_out) in enumerate(products):
+            f = batch_positions * linear_flops(n_in, n_out)
+            forward += f
+            backward += f if (layer == 0 and k == 0 and not input_grad) else 2 * f
+    return forward, backward
+
+
+def train_step_flops(config, batch: int, frames: int, labels: int, *, ctc: bool = True,
+                     frontend_frames: int = 0, fft_bins: int = 0, num_mels: int = 0
+                     ) -> StepFlops:
+    """`StepFlops` of one step of a one-encoder `TransducerConfig` on padded shapes: `batch`
+    utterances of `frames` encoder frames `[B, T, D]` and `labels` tokens `[B, U]`.
+
+    ctc: the CTC head's product (if `config.ctc_head`). The exact loss (`loss="fused"`)
+    evaluates the joint on every lattice node `[B, T, U+1]` and recomputes it in the backward
+    pass; the pruned loss evaluates it on `prune_range` tokens per frame `[B, T, R]`, plus the
+    simple joint (two output layers and the `[B, T, V] x [B, U+1, V]` normalizer product).
+    frontend_frames / fft_bins / num_mels: the 10 ms frames before stacking and the filterbank
+    shape (0: no frontend in the step, as the PyTorch twin with precomputed features).
+    """
+    if len(config.encoder_branches) != 1 or config.encoder_branches[0] != "dense":
+        raise ValueError("train_step_flops counts one dense encoder, got "
+                         f"{config.encoder_branches}")
+    b, t, u1, v = batch, frames, labels + 1, config.vocab_size
+    j, enc_out = config.joint_dim, config.encoder_projection or config.encoder_hidden
+    fwd, bwd = {}, {}
+    fwd["encoder"], bwd["encoder"] = _lstm_stack_step(
+        b * t, config.input_dim, config.encoder_hidden, config.encoder_layers,
+        config.encoder_projection, input_grad=False)
+    if config.predictor == "stateless":
+        f = b * u1 * linear_flops(config.predictor_context * config.embed_dim,
+                                  config.predictor_hidden)
+        fwd["predictor"], bwd["predictor"] = f, 2 * f
+    else:
+        fwd["predictor"], bwd["predictor"] = _lstm_stack_step(
+            b * u1, config.embed_dim, config.predictor_hidden, config.predictor_layers, None,
+            input_grad=True)
+    products = {"encoder_to_joint": b * t * linear_flops(enc_out, j),
+                "predictor_to_joint": b * u1 * linear_flops(config.predictor_hidden, j)}
+    if ctc and config.ctc_head:
+        products["ctc_output"] = b * t * linear_flops(enc_out, v)
+        # optax.ctc_loss picks each label's log-probability with a one-hot product
+        # [B, T, V] x [B, U, V] -> [B, T, U]; its backward needs the log-probabilities' side only.
+        fwd["ctc_labels"] = bwd["ctc_labels"] = b * t * labels * linear_flops(v, 1)
+    recomputed = 0
+    if config.loss == "pruned":
+        window = min(config.prune_range, u1)
+        products["joint"] = b * t * window * linear_flops(j, v)
+        products["simple_joint"] = (b * t * linear_flops(j, v) + b * u1 * linear_flops(j, v)
+                                    + 2 * b * t * u1 * v)
+    else:
+        products["joint"] = b * t * u1 * linear_flops(j, v)
+        # The fused loss pads T to whole chunks of `loss_frames_per_chunk` and recomputes each
+        # chunk's joint in the backward pass (jax.checkpoint): 4 passes over the padded frames.
+        chunk = config.loss_frames_per_chunk
+        padded = b * (-(-t // chunk) * chunk) * u1 * linear_flops(j, v)
+        recomputed = 4 * padded - 3 * products["joint"]
+    for name, f in products.items():
+        fwd[name], bwd[name] = f, 2 * f
+    frontend = b * frontend_frames * linear_flops(fft_bins, num_mels)
+    return StepFlops(fwd, bwd, recomputed, frontend)

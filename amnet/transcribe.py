@@ -4,6 +4,7 @@ r"""Transcribe audio files with the device runtime.
     python -m amnet.transcribe --run_dir=runs/demo --decoder=beam_lm --format=jsonl clips/
     python -m amnet.transcribe --model=device.safetensors --stream speech.wav
     python -m amnet.transcribe --onnx=onnx_int8/ speech.wav      # onnxruntime (extra `onnx`)
+    python -m amnet.transcribe --model=device.safetensors --int8 speech.wav  # int8 weights
 
 Inputs: WAV/FLAC/... files or directories (searched for audio files), any sample rate and
 channel count (mixed down to mono and resampled to the model's rate). The model: a device model
@@ -94,6 +95,9 @@ def make_recognizer(args) -> Recognizer:
     if sum(x is not None for x in (args.model, args.run_dir, args.onnx)) != 1:
         raise ValueError("give exactly one of --model (a device model file), --run_dir or "
                          "--onnx")
+    if args.int8 and args.model is None:
+        raise ValueError("--int8 stores a model file's weights as int8: it needs --model (for "
+                         "ONNX, export int8 graphs with amnet.device.onnx_model --int8)")
     if args.run_dir is not None:
         return _from_run(Path(args.run_dir), args)
     if args.onnx is not None:
@@ -104,7 +108,8 @@ def make_recognizer(args) -> Recognizer:
                           **_decoder_options(args, network.spec, None, 0.15, 0.5))
     model = model_file.read(args.model)
     spec = DeviceSpec.from_metadata(model.metadata, str(args.model))
-    return Recognizer(spec, model.params, **_decoder_options(args, spec, None, 0.15, 0.5))
+    return Recognizer(spec, model.params, int8=args.int8,
+                      **_decoder_options(args, spec, None, 0.15, 0.5))
 
 
 def _record(path: Path, segments: list[Segment], audio: audio_lib.Audio,
@@ -167,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run_dir", help="a training run (its newest checkpoint; needs JAX)")
     p.add_argument("--onnx", help="a directory of ONNX graphs (amnet.device.onnx_model), run "
                    "by onnxruntime")
+    p.add_argument("--int8", action="store_true",
+                   help="hold the model's matrices as int8 with per-column scales (--model)")
     p.add_argument("--decoder", choices=DECODERS, default="greedy")
     p.add_argument("--beam", type=int, default=8)
     p.add_argument("--lm", help="character LM file for beam_lm (default: the run's)")

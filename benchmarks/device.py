@@ -7,9 +7,10 @@ AmNet's measured against its counted saving.
 1. With --run_dir: every utterance of the run's test split through the device runtime (greedy,
    beam, beam + LM, as the run's test decoding), against the transcripts JAX wrote in the run's
    outputs.jsonl: how many are identical, the WER of each, and the real-time factor (compute
-   seconds per second of audio, features included). With --onnx, also the model exported to
-   ONNX (`amnet.device.onnx_model`) and run by onnxruntime, float32 and dynamic int8, in the
-   same search code (one intra-op thread).
+   seconds per second of audio, features included); float32 weights, and int8 weights with
+   per-column scales (`kernels.Int8`; bytes with the matrices int8). With --onnx, also the
+   model exported to ONNX (`amnet.device.onnx_model`) and run by onnxruntime, float32 and
+   dynamic int8, in the same search code (one intra-op thread).
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
    against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
    branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
@@ -38,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from amnet.device import search  # noqa: E402
 from amnet.device.kernels import DENSE  # noqa: E402
+from amnet.device.network import Network  # noqa: E402
 from amnet.device.recognizer import Recognizer  # noqa: E402
 from amnet.device.spec import DeviceSpec  # noqa: E402
 from amnet.flops import LinearSpec  # noqa: E402
@@ -73,7 +75,12 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
     fusion = search.Fusion.of([lm.load(run_dir / trainer.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
-    runtimes = {"numpy": ({"params": params}, sum(v.nbytes for v in params.values()))}
+    size = sum(v.nbytes for v in params.values())
+    matrices = (Network(spec, params).weight_bytes(), Network(spec, params, int8=True)
+                .weight_bytes())
+    runtimes = {"numpy": ({"params": params}, size),
+                "numpy int8": ({"params": params, "int8": True},
+                               size - matrices[0] + matrices[1])}
     if onnx_dir is not None:
         runtimes.update({name: ({"network": network}, size) for name, (network, size)
                          in _onnx_networks(spec, params, onnx_dir).items()})

@@ -5,32 +5,47 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from amnet import build, cmvn, frontend
+from amnet import build, cmvn, flops, frontend
+from amnet.text import CharTokenizer
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline
+
+# The LibriSpeech config's step on this machine: an 8 s bucket with 40 wordpieces of a
+# 4,096-piece vocabulary, in float32 (the precision of the peak it is compared with).
+LIBRISPEECH_VOCAB = 4096
+LIBRISPEECH_BUCKET = (128_000, 40)
+CHARACTERS = CharTokenizer().vocab_size  # the spoken-commands presets' vocabulary
 
 
 def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
     """(model, params) of `experiments/configs/amnet.py:<preset>,<name>` (e.g. `single-dense`,
     `lowrank`), character vocabulary, seed 0."""
     config = amnet_config.get_config(f"{preset},{name}")
-    model = Transducer(build.model_config(config, 29))
+    model = Transducer(build.model_config(config, CHARACTERS))
     frames = 10
     params = model.init(jax.random.key(0), np.zeros((1, frames, model.config.input_dim)),
                         np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"]
     return model, params
 
 
-def small_config(batch: int):
-    """The `small` baseline config at `batch` utterances per step."""
-    config = cmvn.unit_stats(baseline.get_config("small"))
+def step_config(batch: int, preset: str = "small", loss: str = "fused"):
+    """(config, vocabulary size) of a benchmark step: `small` (the demo's model), `tiny` (the
+    tests') or `librispeech` (5x1024/640, V = 4,096, `LIBRISPEECH_BUCKET`), `batch` utterances
+    per step, the exact (`fused`) or the `pruned` loss."""
+    if preset not in ("tiny", "small", "librispeech"):
+        raise ValueError(f"unknown step preset {preset!r}; choose tiny, small or librispeech")
+    config = cmvn.unit_stats(baseline.get_config(preset))
     config.train.global_batch_size = batch
-    config.model.loss = "fused"  # the exact loss, as the PyTorch twin's step
-    return config
+    config.model.loss = loss
+    if preset != "librispeech":
+        return config, CHARACTERS
+    config.data.buckets = (LIBRISPEECH_BUCKET,)
+    config.model.dtype = "float32"
+    return config, LIBRISPEECH_VOCAB
 
 
-def synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
+def synthetic_batch(config, batch: int, vocab: int = CHARACTERS) -> dict:
     """Full-length noise audio and full-length random transcripts of the first bucket."""
     rng = np.random.default_rng(0)
     samples, tokens = config.data.buckets[0]
@@ -41,21 +56,22 @@ def synthetic_batch(config, batch: int, vocab: int = 29) -> dict:
             "weights": np.ones(batch, np.float32)}
 
 
-class SmallTrainStep:
-    """The project's jitted train step of the `small` dense RNN-T on one synthetic batch of
+class TrainStep:
+    """The project's jitted train step of a `step_config` model on one synthetic batch of
     `batch` utterances of length bucket `bucket`; `run()` takes one step and waits for it."""
 
-    def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None):
+    def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None,
+                 preset: str = "small", loss: str = "fused"):
         from amnet import objective, optim, train_step
 
-        config = small_config(batch)
+        config, vocab = step_config(batch, preset, loss)
         if loss_frames_per_chunk:
             config.model.loss_frames_per_chunk = loss_frames_per_chunk
         buckets = [tuple(b) for b in config.data.buckets]
         config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
         self.config = config
         self.front, augment = build.frontend_configs(config)
-        self.model = Transducer(build.model_config(config, 29))
+        self.model = Transducer(build.model_config(config, vocab))
         optimizer = optim.make_optimizer(config.optimizer, 1000)
         mesh = train_step.make_mesh(1)
         self.state = train_step.create_train_state(self.model, optimizer, buckets[bucket],
@@ -64,9 +80,25 @@ class SmallTrainStep:
             self.model, optimizer, mesh, self.front, augment,
             objective.rnnt_objective(self.model, config.loss),
             normalization=build.loss_normalization(config))
-        self.batch = train_step.global_batch(synthetic_batch(config, batch), mesh)
-        samples = buckets[bucket][0]
-        self.frames = int(frontend.num_frames(samples, self.front)) // self.front.stack
+        self.batch = train_step.global_batch(synthetic_batch(config, batch, vocab), mesh)
+        self.batch_size = batch
+        self.samples, self.labels = buckets[bucket]
+        self.frontend_frames = int(frontend.num_frames(self.samples, self.front))
+        self.frames = self.frontend_frames // self.front.stack
+
+    def flops(self, with_frontend: bool = True) -> flops.StepFlops:
+        """The step's analytical matmul FLOPs (`amnet.flops.train_step_flops`)."""
+        return flops.train_step_flops(
+            self.model.config, self.batch_size, self.frames, self.labels,
+            frontend_frames=self.frontend_frames if with_frontend else 0,
+            fft_bins=self.front.n_fft // 2 + 1, num_mels=self.front.num_mels)
+
+    def hlo_flops(self) -> int:
+        """Matmul FLOPs of the compiled step's HLO (`benchmarks.utilization`)."""
+        from benchmarks import utilization
+
+        return utilization.hlo_matmul_flops(
+            self.step.lower(self.state, self.batch).compile().as_text())[0]
 
     def run(self) -> jax.Array:
         self.state, metrics = self.step(self.state, self.batch)

@@ -63,8 +63,8 @@ def summarize(trace_dir: Path, top: int) -> tuple[float, list[tuple[str, float, 
 def profile_train_step(out: Path) -> float:
     from benchmarks import models
 
-    bench = models.SmallTrainStep(_BATCH.value,
-                                  loss_frames_per_chunk=_LOSS_CHUNK.value)
+    bench = models.TrainStep(_BATCH.value,
+                             loss_frames_per_chunk=_LOSS_CHUNK.value)
     bench.run()
     start = time.perf_counter()
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
@@ -85,8 +85,8 @@ def train_step_parts() -> dict[str, float]:
     from amnet.transducer import Transducer
     from benchmarks import models
 
-    bench = models.SmallTrainStep(_BATCH.value,
-                                  loss_frames_per_chunk=_LOSS_CHUNK.value)
+    bench = models.TrainStep(_BATCH.value,
+                             loss_frames_per_chunk=_LOSS_CHUNK.value)
     model, front, batch = bench.model, bench.front, bench.batch
     params = jax.tree.map(jnp.copy, bench.state.params)  # the step donates its state
 

@@ -14,7 +14,16 @@ absolute times. Sections:
               loss + AdamW; also with autodiff's LSTM backward instead of
               `amnet.lstm_recurrence`, the before/after of that fix) vs PyTorch eager and
               `torch.compile` (model compiled, loss eager; features precomputed, which favours
-              PyTorch). Target: JAX >= 1.0x the faster PyTorch variant.
+              PyTorch). Each case's model FLOPs per step (`amnet.flops.train_step_flops`:
+              the matmuls of forward and backward, no recomputation, no frontend) and their
+              rate as a share of the machine's float32 matmul peak, measured in the same run
+              (`peak`: a 2048^2 GEMM in JAX and PyTorch, float32 and bfloat16); for JAX, the
+              count is checked against the compiled HLO's matmuls
+              (`benchmarks.utilization.hlo_matmul_flops`). The LibriSpeech config's step
+              (5x1024/640, V = 4,096; 2 utterances of 8 s, 40 wordpieces, float32) with the
+              fused and the pruned loss, and PyTorch eager. Targets: JAX >= 1.5x the faster
+              PyTorch variant and >= 50% of the f32 peak (small); pruned >= 3x the fused
+              (LibriSpeech).
   loss        RNN-T loss + gradient: JAX materialized (naive) vs fused vs the plain-torch loss.
   pipeline    the grain pipeline's utterances/s (alone, and with host log-mel features) vs the
               JAX train step's consumption at the same batch. Target: >= 3x.
@@ -22,9 +31,9 @@ absolute times. Sections:
               factor (target <= 0.05); an AmNet (dense + lowrank(16)) with every frame forced
               to each branch: measured vs counted saving. Random weights (no run needed).
   device      batch-1 greedy recognition of the small dense model (random weights, features
-              given) in the JAX streaming engine, the NumPy device runtime and onnxruntime
-              fp32 / int8 (`amnet.device.onnx_model`), one thread each, side by side: ms per
-              frame, RTF, and the resident memory the runtime added (model, compiled code,
+              given) in the JAX streaming engine, the NumPy device runtime (float32 and int8
+              weights) and onnxruntime fp32 / int8 (`amnet.device.onnx_model`), one thread each:
+              ms per frame, RTF, and the resident memory the runtime added (model, compiled code,
               buffers: RSS after the run minus before loading; imports excluded).
   diff        neural diff: pack (top-k 10% budget) and apply (verify + apply + write) of the
               small and the paper-size (LibriSpeech 5x1024/640) model, MB/s of model file.
@@ -51,7 +60,7 @@ from absl import app, flags
 from benchmarks import models
 
 SECTIONS = ("train_step", "loss", "pipeline", "streaming", "device", "diff", "scaling")
-DEVICE_RUNTIMES = ("jax", "numpy", "onnx_fp32", "onnx_int8")
+DEVICE_RUNTIMES = ("jax", "numpy", "numpy_int8", "onnx_fp32", "onnx_int8")
 MIB = 1 << 20
 SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -89,11 +98,13 @@ def _timed(fn: Callable[[], object], repeats: int) -> float:
 # -- cases (each runs in a fresh process) ---------------------------------------------------
 
 def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True,
-                        bucket: int = 0) -> dict:
+                        bucket: int = 0, preset: str = "small", loss: str = "fused") -> dict:
     from amnet import lstm
 
     lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
-    bench = models.SmallTrainStep(batch, bucket)
+    bench = models.TrainStep(batch, bucket, preset=preset, loss=loss)
+    counted = bench.flops()
+    hlo_flops = bench.hlo_flops()
     rss_before = _peak_rss_mib()
     start = time.perf_counter()
     bench.run()
@@ -101,20 +112,22 @@ def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = Tr
     seconds = _timed(bench.run, steps)
     return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
             "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before, "batch": batch,
-            "frames": bench.frames}
+            "frames": bench.frames, "labels": bench.labels, "model_flops": counted.model,
+            "executed_flops": counted.executed, "hlo_flops": hlo_flops}
 
 
-def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict:
+def case_train_step_torch(batch: int, steps: int, compile: bool = False,
+                          preset: str = "small") -> dict:
     import jax
     import torch
 
-    from amnet import build, frontend
+    from amnet import build, flops, frontend
     from experiments.torch_baselines.model import TorchTransducer
     from experiments.torch_baselines.rnnt_loss import rnnt_loss
 
-    config = models.small_config(batch)
+    config, vocab = models.step_config(batch, preset)
     front, _ = build.frontend_configs(config)
-    data = models.synthetic_batch(config, batch)
+    data = models.synthetic_batch(config, batch, vocab)
     features, lengths = jax.jit(lambda a, n: frontend.featurize(a, n, front))(
         data["audio"], data["audio_lengths"])
     feats = torch.from_numpy(jax.device_get(features).copy())
@@ -122,7 +135,8 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict
     tokens = torch.from_numpy(data["tokens"].astype("int64"))
     token_lengths = torch.from_numpy(data["token_lengths"].astype("int64"))
     torch.manual_seed(0)
-    model = TorchTransducer(build.model_config(config, 29))
+    model_config = build.model_config(config, vocab)
+    model = TorchTransducer(model_config)
     trained = [p for p in model.parameters() if p.requires_grad]
     adamw = torch.optim.AdamW(trained, lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-6)
     forward = torch.compile(model) if compile else model
@@ -144,9 +158,21 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False) -> dict
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     compile_s = time.perf_counter() - start
     seconds = _timed(run, steps)
+    # What the step trains: the RNN-T loss only (the twin's CTC head is not in its loss).
+    counted = flops.train_step_flops(model_config, batch, feats.shape[1], tokens.shape[1],
+                                     ctc=False)
     return {"step_s": seconds, "utterances_per_s": batch / seconds, "compile_s": compile_s,
             "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": rss_before,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "model_flops": counted.model}
+
+
+def case_peak(framework: str, dtype: str, n: int, repeats: int) -> dict:
+    """The machine's matmul peak as `framework` reaches it: an `[n, n] @ [n, n]` product."""
+    from benchmarks import utilization
+
+    measure = {"jax": utilization.matmul_peak_jax,
+               "torch": utilization.matmul_peak_torch}[framework]
+    return measure(n, dtype, repeats)
 
 
 def _loss_inputs(b: int, t: int, u: int, v: int, h: int):
@@ -211,7 +237,7 @@ def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
     from amnet.data import input_pipeline, spoken_commands
     from amnet.text import CharTokenizer
 
-    config = models.small_config(batch)
+    config, _ = models.step_config(batch)
     if data_dir and input_pipeline.prepared_dir("spoken_commands/small_g0", data_dir):
         config.data.data_dir, corpus = data_dir, "small_g0"
     else:
@@ -336,7 +362,8 @@ def _random_params(preset: str):
 def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> dict:
     """Batch-1 greedy recognition, frame by frame, of the small dense model (random weights,
     features given: the frontend excluded) in one runtime: `jax` (`amnet.streaming`), `numpy`
-    (`amnet.device`), `onnx_fp32` / `onnx_int8` (onnxruntime, `amnet.device.onnx_model`)."""
+    / `numpy_int8` (`amnet.device`, float32 / int8 weights), `onnx_fp32` / `onnx_int8`
+    (onnxruntime, `amnet.device.onnx_model`)."""
     import numpy as np
 
     rss_before = _rss_mib()
@@ -354,8 +381,8 @@ def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> 
     else:
         from amnet.device.recognizer import Recognizer
 
-        if runtime == "numpy":
-            recognizer = Recognizer.load(model_path)
+        if runtime.startswith("numpy"):
+            recognizer = Recognizer.load(model_path, int8=runtime == "numpy_int8")
         else:
             from amnet.device.onnx_model import OnnxNetwork
 
@@ -399,8 +426,8 @@ def _device_model(out_dir: Path) -> str:
 
 
 CASES = {"train_step_jax": case_train_step_jax, "train_step_torch": case_train_step_torch,
-         "loss": case_loss, "pipeline": case_pipeline, "streaming": case_streaming,
-         "device": case_device, "diff": case_diff}
+         "peak": case_peak, "loss": case_loss, "pipeline": case_pipeline,
+         "streaming": case_streaming, "device": case_device, "diff": case_diff}
 
 
 def run_case(name: str, env: dict | None = None, **kwargs) -> dict:
@@ -440,10 +467,12 @@ def machine() -> dict:
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return {"batch": 8, "steps": 3, "loss": dict(b=4, t=100, u=30, v=256, h=128, repeats=2),
+        return {"batch": 8, "steps": 3, "peak_n": 1024, "librispeech_batch": 1,
+                "librispeech_steps": 1, "loss": dict(b=4, t=100, u=30, v=256, h=128, repeats=2),
                 "batches": 10, "utterances": 2, "frames": 100, "diff": ("small",),
                 "scaling_batches": (4, 8)}
-    return {"batch": 32, "steps": 5, "loss": dict(b=8, t=200, u=50, v=512, h=256, repeats=3),
+    return {"batch": 32, "steps": 5, "peak_n": 2048, "librispeech_batch": 2,
+            "librispeech_steps": 2, "loss": dict(b=8, t=200, u=50, v=512, h=256, repeats=3),
             "batches": 40, "utterances": 6, "frames": 200, "diff": ("small", "librispeech"),
             "scaling_batches": (8, 16, 32, 64)}
 
@@ -462,6 +491,15 @@ def run_sections(sections: Sequence[str], quick: bool, data_dir: str | None) -> 
                 "torch_eager": run_case("train_step_torch", batch=s["batch"], steps=s["steps"]),
                 "torch_compile": run_case("train_step_torch", batch=s["batch"],
                                           steps=s["steps"], compile=True)}
+            results["peak"] = {f"{f} {d}": run_case("peak", framework=f, dtype=d,
+                                                    n=s["peak_n"], repeats=s["steps"])
+                               for f in ("jax", "torch") for d in ("float32", "bfloat16")}
+            ls = dict(batch=s["librispeech_batch"], steps=s["librispeech_steps"],
+                      preset="librispeech")
+            results["train_step_librispeech"] = {
+                "jax": run_case("train_step_jax", **ls),
+                "jax_pruned": run_case("train_step_jax", loss="pruned", **ls),
+                "torch_eager": run_case("train_step_torch", **ls)}
         elif section == "loss":
             results[section] = {"shape": s["loss"], **{
                 v: run_case("loss", variant=v, **s["loss"])
@@ -513,12 +551,67 @@ def _table(header: Sequence[str], rows: Sequence[tuple[str, dict]],
     return lines
 
 
-def _train_step_cells(jax_rate: float | None):
+def _train_step_cells(jax_rate: float | None, peak: float | None):
     def cells(v: dict) -> list[str]:
+        achieved = v.get("model_flops") and v["model_flops"] / v["step_s"]
         return [f"{1e3 * v['step_s']:.0f}", f"{v['utterances_per_s']:.1f}",
                 f"{v['compile_s']:.1f}", f"{v['peak_rss_mib']:.0f}",
-                f"{_fmt(jax_rate and jax_rate / v['utterances_per_s'], '.2f')}x"]
+                f"{_fmt(jax_rate and jax_rate / v['utterances_per_s'], '.2f')}x",
+                _fmt(v.get("model_flops") and v["model_flops"] / 1e9),
+                _fmt(achieved and achieved / 1e9),
+                f"{_fmt(achieved and peak and 100 * achieved / peak)}%"]
     return cells
+
+
+TRAIN_STEP_HEADER = ("ms/step", "utterances/s", "compile s", "peak RSS MiB", "JAX speed vs it",
+                     "model GFLOP/step", "GFLOP/s", "of f32 peak")
+
+
+def f32_peak(r: dict) -> float | None:
+    """The machine's float32 matmul peak: the faster of the JAX and PyTorch GEMMs."""
+    rates = [v["flops_per_s"] for k, v in r.get("peak", {}).items()
+             if k.endswith("float32") and "error" not in v]
+    return max(rates) if rates else None
+
+
+def _train_step_tables(r: dict, targets: dict) -> list[str]:
+    lines = []
+    peak = f32_peak(r)
+    if "peak" in r:
+        lines += _table(("matmul peak, [n, n] @ [n, n]", "n", "GFLOP/s", "vs f32 peak"),
+                        list(r["peak"].items()),
+                        lambda v: [str(v["n"]), f"{v['flops_per_s'] / 1e9:.1f}",
+                                   f"{_fmt(peak and v['flops_per_s'] / peak, '.2f')}x"])
+    for key, title in (("train_step", "train step (small, dense)"),
+                       ("train_step_librispeech", "train step (LibriSpeech config, f32)")):
+        if key not in r:
+            continue
+        t = r[key]
+        jax_rate = t["jax"].get("utterances_per_s")
+        shape = next((f"batch {v['batch']}, {v['frames']} frames, {v['labels']} labels"
+                      for v in t.values() if "frames" in v and "labels" in v), "")
+        lines += _table((f"{title}{': ' + shape if shape else ''}", *TRAIN_STEP_HEADER),
+                        list(t.items()), _train_step_cells(jax_rate, peak))
+        checks = [f"{n} {v['hlo_flops'] / v['executed_flops']:.4f}" for n, v in t.items()
+                  if v.get("hlo_flops")]
+        if checks:
+            lines.append("\nmatmul FLOPs in the compiled HLO / counted (amnet.flops, with the "
+                         "frontend and recomputation): " + ", ".join(checks))
+        torch_rates = [v["utterances_per_s"] for k, v in t.items()
+                       if k.startswith("torch") and "error" not in v]
+        if key == "train_step" and jax_rate and torch_rates:
+            targets["train_step: JAX >= 1.5x the faster PyTorch"] = (
+                jax_rate / max(torch_rates), jax_rate >= 1.5 * max(torch_rates))
+        if key == "train_step" and peak and t["jax"].get("model_flops"):
+            share = t["jax"]["model_flops"] / t["jax"]["step_s"] / peak
+            targets["train_step: JAX >= 50% of the f32 matmul peak (model FLOPs)"] = (
+                share, share >= 0.5)
+        pruned = t.get("jax_pruned", {}).get("step_s")
+        if key == "train_step_librispeech" and pruned and t["jax"].get("step_s"):
+            speedup = t["jax"]["step_s"] / pruned
+            targets["LibriSpeech step: pruned loss >= 3x faster than the fused"] = (
+                speedup, speedup >= 3)
+    return lines
 
 
 def report(r: dict) -> tuple[str, dict]:
@@ -527,17 +620,7 @@ def report(r: dict) -> tuple[str, dict]:
     m = r["machine"]
     lines = [f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; JAX {m['jax']}, "
              f"PyTorch {m['torch']}; {'quick' if r['quick'] else 'full'} run, {r['date']}"]
-    if "train_step" in r:
-        t = r["train_step"]
-        jax_rate = t["jax"].get("utterances_per_s")
-        lines += _table(("train step (small, dense)", "ms/step", "utterances/s", "compile s",
-                         "peak RSS MiB", "JAX speed vs it"), list(t.items()),
-                        _train_step_cells(jax_rate))
-        torch_rates = [v["utterances_per_s"] for k, v in t.items()
-                       if k.startswith("torch") and "error" not in v]
-        if jax_rate and torch_rates:
-            targets["train_step: JAX >= 1.0x the faster PyTorch"] = (
-                jax_rate / max(torch_rates), jax_rate >= max(torch_rates))
+    lines += _train_step_tables(r, targets)
     if "loss" in r:
         lo = r["loss"]
         naive = lo["jax_naive"].get("seconds")

@@ -80,7 +80,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
                                         keep_features=keep)
     branches = list(model.config.encoder_branches)
     row = {"model": name, "branches": " / ".join(branches),
-           "wer_greedy": results["test_wer_greedy"], "wer_beam": results["test_wer_beam"],
+           "wer_greedy": results["test_wer_greedy"], "wer_beam": results.get("test_wer_beam"),
            "wer_beam_lm": results.get("test_wer_beam_lm"),
            "test_words": results["test_words_greedy"]}
     if len(branches) > 1:  # routed: the weights it was trained with

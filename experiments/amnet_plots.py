@@ -52,7 +52,7 @@ def routing(path: Path, examples: list[tuple[str, np.ndarray, np.ndarray, np.nda
 
 
 def wer_vs_flops(path: Path, rows: list[dict]) -> None:
-    """rows: dicts with `model`, `mflops_per_frame`, `wer_greedy`, `wer_beam`."""
+    """rows: dicts with `model`, `mflops_per_frame`, `wer_greedy`."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for row in rows:
         ax.scatter(row["mflops_per_frame"], 100 * row["wer_greedy"], marker="o")

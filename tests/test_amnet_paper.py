@@ -26,9 +26,11 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
                                                                   tmp_path):
     dense = tiny_dense_run
     paper = tmp_path / "paper"
-    # A cost-only λ_cost sweep at two extremes, then one run at the interpolated λ (matched).
+    # A cost-only λ_cost sweep at two extremes (greedy decoding only: a row without beam WER
+    # is shown as "–"), then the run closest to three's compute (matched).
     cost_sweep = tmp_path / "cost.toml"
     cost_sweep.write_text('config = "experiments/configs/amnet.py:tiny,lowrank-noamr"\n'
+                          '[fixed]\n"eval.test_decoders" = ["greedy"]\n'
                           '[grid]\n"amnet.cost_weight" = [0.01, 100.0]\n')
     stdout = _run(["experiments.amnet_paper", "--preset=tiny", f"--dense_run={dense}",
                    f"--workdir={paper}", f"--data_dir={tiny_data_dir}", "--models=three",
@@ -62,6 +64,7 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
     assert matched["cost_weight"] == best.weight and matched["amortization"] == "none"
     assert matched["matched_to"] == "three"
     assert matched["mflops_per_frame"] == pytest.approx(best.mflops, rel=1e-4)
+    assert matched["wer_beam"] is None and f"| {matched['model']} |" in stdout
 
     # Every branch and the arbitrator were trained; the sparse branch reached its sparsity.
     start, _ = checkpointing.load_params(dense)

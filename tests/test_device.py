@@ -75,6 +75,23 @@ def test_sparse_and_lowrank_kernels_equal_their_dense_products():
     np.testing.assert_allclose(lowrank(x), x @ u @ v, rtol=1e-5, atol=1e-5)
 
 
+def test_int8_kernels_are_within_half_a_step_of_the_weights_in_a_quarter_of_the_bytes():
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(40, 24)).astype(np.float32) * np.linspace(0.01, 3, 24)
+    dense[:, 5] = 0.0  # a zero column keeps a usable scale
+    q = kernels.int8(kernels.Dense(dense))
+    assert isinstance(q, kernels.Int8) and q.q.dtype == np.int8 and q.shape == (40, 24)
+    step = np.abs(dense).max(axis=0) / 127  # per output column
+    error = np.abs(q.dequantized() - dense)
+    assert np.all(error <= step / 2 + 1e-6) and np.all(q.dequantized()[:, 5] == 0)
+    assert np.abs(q.q).max() == 127  # each column's largest weight uses the full range
+    x = rng.normal(size=(3, 40)).astype(np.float32)
+    np.testing.assert_allclose(q(x), x @ q.dequantized(), rtol=1e-5, atol=1e-5)
+    assert kernels.nbytes(q) == 40 * 24 + 4 * 24 == kernels.nbytes(kernels.Dense(dense)) // 4 + 96
+    lowrank = kernels.LowRank(dense[:, :3], dense[:3])
+    assert kernels.int8(lowrank) is lowrank  # thin factors stay float32
+
+
 def _random_model(branches, predictor="lstm", num_mels=80, projection=None):
     """A random transducer (no training): its decisions exercise every path of the search."""
     config = TransducerConfig(input_dim=24, vocab_size=7, encoder_layers=2, encoder_hidden=16,
@@ -209,6 +226,38 @@ def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
     for name, recognizer in decoders.items():
         for uid, speech in audio.items():
             assert recognizer.transcribe(speech).text == expected[uid][name], (name, uid)
+
+
+def test_int8_weights_keep_the_random_models_decisions_close(tmp_path):
+    """A quarter of the bytes; logits within 2% of their range, and the same greedy tokens
+    (the trained model's int8 WER: docs/device.md)."""
+    from amnet import transcribe
+
+    _, _, flat, spec, x = _random_model(("dense",))
+    fp32, int8 = Network(spec, flat), Network(spec, flat, int8=True)
+    assert int8.weight_bytes() < 0.3 * fp32.weight_bytes()
+    state32, state8 = fp32.encoder.initial_state(), int8.encoder.initial_state()
+    carry32, carry8 = fp32.predictor.initial_carry(1), int8.predictor.initial_carry(1)
+    pred32, _ = fp32.predict_step(np.zeros(1, np.int64), carry32)
+    pred8, _ = int8.predict_step(np.zeros(1, np.int64), carry8)
+    for frame in x[0]:
+        enc32, state32, _ = fp32.encode_step(frame[None], state32)
+        enc8, state8, _ = int8.encode_step(frame[None], state8)
+        logits32, logits8 = fp32.joint(enc32, pred32), int8.joint(enc8, pred8)
+        assert np.abs(logits8 - logits32).max() <= 0.02 * np.ptp(logits32)
+    tokens = []
+    for int8_weights in (False, True):
+        stream = Recognizer(spec, flat, int8=int8_weights, max_length=spec.max_length,
+                            max_symbols_per_frame=_SEARCH["max_symbols_per_frame"]).stream()
+        for frame in x[0]:
+            stream.accept_frame(frame)
+        tokens.append(stream.finish().tokens)
+    assert tokens[0] == tokens[1] and len(tokens[0]) > 3
+    with pytest.raises(ValueError, match="needs --model"):
+        transcribe.make_recognizer(transcribe.parser().parse_args(
+            ["--onnx=x", "--int8", "a.wav"]))
+    with pytest.raises(ValueError, match="not to a given network"):
+        Recognizer(spec, network=fp32, int8=True)
 
 
 def test_a_model_file_without_a_recognizer_configuration_is_refused(tmp_path):

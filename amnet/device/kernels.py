@@ -4,6 +4,10 @@
     Sparse    CSR of the transposed matrix (`[out, in]`, SciPy): only the non-zeros are stored
               and multiplied, 2 * nnz FLOPs (`amnet.flops`), for a kernel trained sparse
     LowRank   two thin products, `(x U) V` with U `[in, r]`, V `[r, out]`
+    Int8      a dense matrix stored as int8 with one float32 scale per output column
+              (symmetric: W[:, j] ~= q[:, j] * s_j, s_j = max_i |W[i, j]| / 127, so each entry
+              is off by at most s_j / 2): a quarter of the bytes; the product converts q to
+              float32 on the fly (NumPy has no int8 GEMM), trading speed for memory
 
 `linear(params, name, spec)` builds the one a parameter tree holds: `name` for dense and sparse
 kernels, `name_u` / `name_v` for low rank (`amnet.lstm.weight_param`). `stacked` joins two maps
@@ -68,7 +72,31 @@ class LowRank:
         return self.u.shape[0], self.v.shape[1]
 
 
-Linear = Dense | Sparse | LowRank
+class Int8:
+    def __init__(self, q: np.ndarray, scale: np.ndarray):
+        self.q = np.ascontiguousarray(q, np.int8)  # [in, out]
+        self.scale = np.asarray(scale, np.float32)  # [out]
+
+    @classmethod
+    def of(cls, kernel: np.ndarray) -> Int8:
+        """Symmetric per-output-column quantization of a dense `[in, out]` kernel."""
+        kernel = np.asarray(kernel, np.float32)
+        peak = np.abs(kernel).max(axis=0)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        return cls(np.clip(np.rint(kernel / scale), -127, 127), scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.q.astype(np.float32)) * self.scale
+
+    def dequantized(self) -> np.ndarray:
+        return self.q.astype(np.float32) * self.scale
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape
+
+
+Linear = Dense | Sparse | LowRank | Int8
 DENSE = LinearSpec()
 
 
@@ -84,6 +112,23 @@ def stacked(a: Linear, b: Linear) -> Linear:
     if isinstance(a, Dense) and isinstance(b, Dense):
         return Dense(np.concatenate([a.kernel, b.kernel]))
     raise TypeError(f"cannot stack a {type(a).__name__} and a {type(b).__name__}")
+
+
+def int8(kernel: Linear) -> Linear:
+    """A dense map stored as `Int8`; sparse and low-rank maps stay as they are (already small)."""
+    return Int8.of(kernel.kernel) if isinstance(kernel, Dense) else kernel
+
+
+def nbytes(kernel: Linear) -> int:
+    """Bytes of a map's weights as stored (CSR: values and indices)."""
+    if isinstance(kernel, Dense):
+        return kernel.kernel.nbytes
+    if isinstance(kernel, Int8):
+        return kernel.q.nbytes + kernel.scale.nbytes
+    if isinstance(kernel, LowRank):
+        return kernel.u.nbytes + kernel.v.nbytes
+    m = kernel.transposed
+    return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
 
 
 def linear(params: Mapping[str, np.ndarray], name: str, spec: LinearSpec = DENSE) -> Linear:

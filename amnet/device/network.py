@@ -28,17 +28,19 @@ Carry = tuple[np.ndarray, np.ndarray]
 
 
 class LSTMLayer:
-    def __init__(self, params: Mapping[str, np.ndarray], prefix: str, spec: LinearSpec):
-        self.input = kernels.linear(params, f"{prefix}/input_kernel", spec)
-        self.recurrent = kernels.linear(params, f"{prefix}/recurrent_kernel", spec)
+    def __init__(self, params: Mapping[str, np.ndarray], prefix: str, spec: LinearSpec,
+                 int8: bool = False):
+        store = kernels.int8 if int8 else (lambda kernel: kernel)
         self.bias = np.asarray(params[f"{prefix}/bias"], np.float32)
         has_projection = any(k.startswith(f"{prefix}/projection_kernel") for k in params)
-        self.projection = (kernels.linear(params, f"{prefix}/projection_kernel", spec)
+        self.projection = (store(kernels.linear(params, f"{prefix}/projection_kernel", spec))
                            if has_projection else None)
         self.hidden = self.bias.shape[0] // 4
         self.output_dim = (self.projection.shape[1] if self.projection is not None
                            else self.hidden)
-        self.gates = kernels.stacked(self.input, self.recurrent)  # [x, h] -> both products
+        self.gates = store(kernels.stacked(  # [x, h] -> both products, quantized together
+            kernels.linear(params, f"{prefix}/input_kernel", spec),
+            kernels.linear(params, f"{prefix}/recurrent_kernel", spec)))
 
     def initial_carry(self, n: int) -> Carry:
         return (np.zeros((n, self.output_dim), np.float32),
@@ -59,8 +61,8 @@ class LSTMLayer:
 
 
 def _layers(params: Mapping[str, np.ndarray], prefix: str, count: int,
-            spec: LinearSpec = kernels.DENSE) -> list[LSTMLayer]:
-    return [LSTMLayer(params, f"{prefix}/layers_{i}", spec) for i in range(count)]
+            spec: LinearSpec = kernels.DENSE, int8: bool = False) -> list[LSTMLayer]:
+    return [LSTMLayer(params, f"{prefix}/layers_{i}", spec, int8) for i in range(count)]
 
 
 class EncoderState(NamedTuple):
@@ -72,9 +74,9 @@ class EncoderState(NamedTuple):
 class Encoder:
     """The streaming encoder; with K >= 2 branches only the chosen one runs per frame."""
 
-    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray], int8: bool = False):
         m = spec.model
-        self.branches = [_layers(params, f"encoder/branch_{k}", m["encoder_layers"], s)
+        self.branches = [_layers(params, f"encoder/branch_{k}", m["encoder_layers"], s, int8)
                          for k, s in enumerate(spec.branches)]
         self.costs = spec.branch_flops()
         self.period = np.float32(m["frame_period_s"])
@@ -114,16 +116,18 @@ class Encoder:
 class Predictor:
     """Embedding, then an LSTM stack or the stateless window (`amnet.predictor`)."""
 
-    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray], int8: bool = False):
         m = spec.model
         self.embedding = np.asarray(params["embed/embedding"], np.float32)
         self.stateless = m["predictor"] == "stateless"
         if self.stateless:
             self.context = int(m["predictor_context"])
-            self.kernel = np.asarray(params["predictor/layer/kernel"], np.float32)
+            self.kernel = kernels.linear(params, "predictor/layer/kernel")
+            if int8:
+                self.kernel = kernels.int8(self.kernel)
             self.bias = np.asarray(params["predictor/layer/bias"], np.float32)
         else:
-            self.layers = _layers(params, "predictor", m["predictor_layers"])
+            self.layers = _layers(params, "predictor", m["predictor_layers"], int8=int8)
 
     def initial_carry(self, n: int):
         if self.stateless:
@@ -135,7 +139,7 @@ class Predictor:
         x = self.embedding[tokens]
         if self.stateless:
             window = np.concatenate([carry, x[:, None]], axis=1)
-            out = np.maximum(window.reshape(window.shape[0], -1) @ self.kernel + self.bias, 0)
+            out = np.maximum(self.kernel(window.reshape(window.shape[0], -1)) + self.bias, 0)
             return out, window[:, 1:]
         new = []
         for layer, layer_carry in zip(self.layers, carry, strict=True):
@@ -153,29 +157,43 @@ def take(carry, index: np.ndarray):
 
 
 class Network:
-    """Encoder, prediction network and joint of one model file."""
+    """Encoder, prediction network and joint of one model file; `int8`: every dense matrix
+    product stored as `kernels.Int8` (embedding, biases and the arbitrator stay float32)."""
 
-    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray]):
+    def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray], int8: bool = False):
         self.spec = spec
         self.blank = int(spec.model["blank"])
-        self.encoder = Encoder(spec, params)
-        self.predictor = Predictor(spec, params)
-        self.enc_kernel = np.asarray(params["encoder_to_joint/kernel"], np.float32)
+        self.encoder = Encoder(spec, params, int8)
+        self.predictor = Predictor(spec, params, int8)
+        store = kernels.int8 if int8 else (lambda kernel: kernel)
+        self.enc_kernel = store(kernels.linear(params, "encoder_to_joint/kernel"))
         self.enc_bias = np.asarray(params["encoder_to_joint/bias"], np.float32)
-        self.pred_kernel = np.asarray(params["predictor_to_joint/kernel"], np.float32)
-        self.out_kernel = np.asarray(params["output_kernel"], np.float32)
+        self.pred_kernel = store(kernels.linear(params, "predictor_to_joint/kernel"))
+        self.out_kernel = store(kernels.linear(params, "output_kernel"))
         self.out_bias = np.asarray(params["output_bias"], np.float32)
 
     def encode_step(self, x: np.ndarray, state: EncoderState):
         """x `[1, D]` -> enc_proj `[1, J]`, the new encoder state, the branch that ran."""
         out, state, branch = self.encoder.step(x, state)
-        return out @ self.enc_kernel + self.enc_bias, state, branch
+        return self.enc_kernel(out) + self.enc_bias, state, branch
 
     def predict_step(self, tokens: np.ndarray, carry):
         """tokens `[N]` (blank = start) -> pred_proj `[N, J]` and the new carry."""
         out, carry = self.predictor.step(tokens, carry)
-        return out @ self.pred_kernel, carry
+        return self.pred_kernel(out), carry
 
     def joint(self, enc_proj: np.ndarray, pred_proj: np.ndarray) -> np.ndarray:
         """Broadcastable enc_proj and pred_proj `[..., J]` -> logits `[..., V]`."""
-        return np.tanh(enc_proj + pred_proj) @ self.out_kernel + self.out_bias
+        return self.out_kernel(np.tanh(enc_proj + pred_proj)) + self.out_bias
+
+    def weight_bytes(self) -> int:
+        """Bytes of the matrix products' weights as this network stores them."""
+        layers = [layer for branch in self.encoder.branches for layer in branch]
+        if not self.predictor.stateless:
+            layers += self.predictor.layers
+        maps = [self.enc_kernel, self.pred_kernel, self.out_kernel]
+        maps += [layer.gates for layer in layers]
+        maps += [layer.projection for layer in layers if layer.projection is not None]
+        if self.predictor.stateless:
+            maps.append(self.predictor.kernel)
+        return sum(kernels.nbytes(m) for m in maps)

@@ -140,7 +140,7 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
     x = "x"
     for i, layer in enumerate(layers):
         x, _ = g.lstm(layer, f"encoder/{i}", x, f"h{i}", f"c{i}", (f"h{i}_out", f"c{i}_out"))
-    g.op("Add", g.op("MatMul", x, g.const("encoder_to_joint/kernel", net.enc_kernel)),
+    g.op("Add", g.op("MatMul", x, g.const("encoder_to_joint/kernel", net.enc_kernel.kernel)),
          g.const("encoder_to_joint/bias", net.enc_bias), name="enc_proj")
     joint_dim = net.enc_kernel.shape[1]
     onnx.save(g.model("encoder", [_value("x", np.float32, [1, spec.model["input_dim"]]),
@@ -159,7 +159,7 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
         flat = g.op("Reshape", window, g.const("flat", np.array([-1, p.context * embed],
                                                                 np.int64)))
         x = g.op("Relu", g.op("Add", g.op("MatMul", flat, g.const("stateless/kernel",
-                                                                  p.kernel)),
+                                                                  p.kernel.kernel)),
                               g.const("stateless/bias", p.bias)))
         g.op("Slice", window, g.const("from", np.array([1], np.int64)),
              g.const("to", np.array([p.context], np.int64)), g.const("axes", np.array(
@@ -171,14 +171,15 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
             x, _ = g.lstm(layer, f"predictor/{i}", x, f"h{i}", f"c{i}",
                           (f"h{i}_out", f"c{i}_out"))
         state_in, state_out = _state_values(p.layers, "N"), _state_values(p.layers, "N", "_out")
-    g.op("MatMul", x, g.const("predictor_to_joint/kernel", net.pred_kernel), name="pred_proj")
+    g.op("MatMul", x, g.const("predictor_to_joint/kernel", net.pred_kernel.kernel),
+         name="pred_proj")
     onnx.save(g.model("decoder", [_value("tokens", np.int64, ["N"]), *state_in],
                       [_value("pred_proj", np.float32, ["N", joint_dim]), *state_out],
                       metadata), out / "decoder.onnx")
 
     g = _Graph()  # joiner
     g.op("Add", g.op("MatMul", g.op("Tanh", g.op("Add", "enc_proj", "pred_proj")),
-                     g.const("output_kernel", net.out_kernel)),
+                     g.const("output_kernel", net.out_kernel.kernel)),
          g.const("output_bias", net.out_bias), name="logits")
     onnx.save(g.model("joiner", [_value("enc_proj", np.float32, ["A", joint_dim]),
                                  _value("pred_proj", np.float32, ["N", joint_dim])],

@@ -86,9 +86,11 @@ class Recognizer:
 
     def __init__(self, spec: DeviceSpec, params: dict[str, np.ndarray] | None = None, *,
                  network=None, beam: int = 1, fusion: search.Fusion | None = None,
-                 max_symbols_per_frame: int = 5, max_length: int = MAX_LENGTH):
+                 max_symbols_per_frame: int = 5, max_length: int = MAX_LENGTH,
+                 int8: bool = False):
         """`params` of a model file, or a `network` with `Network`'s interface (an
-        `onnx_model.OnnxNetwork`)."""
+        `onnx_model.OnnxNetwork`); `int8`: store the params' matrices as int8 with per-column
+        scales (`kernels.Int8`)."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         if fusion is not None and beam == 1:
@@ -96,7 +98,9 @@ class Recognizer:
         self.spec = spec
         if (params is None) == (network is None):
             raise ValueError("give the model's params or a network, not both")
-        self.network = network if network is not None else Network(spec, params)
+        if network is not None and int8:
+            raise ValueError("int8 applies to a model file's params, not to a given network")
+        self.network = network if network is not None else Network(spec, params, int8)
         self.frontend = features.Frontend(spec.frontend)
         self.beam, self.fusion = beam, fusion
         self.max_symbols = max_symbols_per_frame
