@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from benchmarks import models
+from benchmarks import models, utilization
 
 SECTIONS = ("train_step", "loss", "pipeline", "streaming", "device", "diff", "scaling")
 DEVICE_RUNTIMES = ("jax", "numpy", "numpy_int8", "onnx_fp32", "onnx_int8")
@@ -84,15 +83,7 @@ def _rss_mib() -> float:
         "SC_PAGE_SIZE") / MIB
 
 
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+_timed = utilization.median_seconds
 
 
 # -- cases (each runs in a fresh process) ---------------------------------------------------
@@ -168,8 +159,6 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False,
 
 def case_peak(framework: str, dtype: str, n: int, repeats: int) -> dict:
     """The machine's matmul peak as `framework` reaches it: an `[n, n] @ [n, n]` product."""
-    from benchmarks import utilization
-
     measure = {"jax": utilization.matmul_peak_jax,
                "torch": utilization.matmul_peak_torch}[framework]
     return measure(n, dtype, repeats)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -114,12 +115,17 @@ def matmul_peak_torch(n: int, dtype: str = "float32", repeats: int = 5) -> dict:
     return _peak(lambda: torch.mm(a, b), n, repeats)
 
 
-def _peak(product, n: int, repeats: int) -> dict:
-    product()
+def median_seconds(fn, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` calls (after one warm-up call)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        product()
+        fn()
         times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2]
+    return statistics.median(times)
+
+
+def _peak(product, n: int, repeats: int) -> dict:
+    seconds = median_seconds(product, repeats)
     return {"n": n, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds}
