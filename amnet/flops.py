@@ -1,4 +1,5 @@
-"""Analytical FLOP counts per encoder frame (multiply and add count as one FLOP each).
+"""Analytical FLOP counts per encoder frame and per training step (`train_step_flops`);
+multiply and add count as one FLOP each.
 
 Linear maps `x [in] -> [out]`:
   dense          2 * in * out

@@ -53,7 +53,7 @@ def _from_run(run_dir: Path, args) -> Recognizer:
     spec = export.device_spec(config)
     kwargs = _decoder_options(args, spec, run_dir / trainer.LM_FILE, config.lm.weight,
                               config.lm.length_bonus)
-    return Recognizer(spec, updates.flat(params), **kwargs)
+    return Recognizer(spec, updates.flat(params), int8=args.int8, **kwargs)
 
 
 def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight: float,
@@ -95,9 +95,9 @@ def make_recognizer(args) -> Recognizer:
     if sum(x is not None for x in (args.model, args.run_dir, args.onnx)) != 1:
         raise ValueError("give exactly one of --model (a device model file), --run_dir or "
                          "--onnx")
-    if args.int8 and args.model is None:
-        raise ValueError("--int8 stores a model file's weights as int8: it needs --model (for "
-                         "ONNX, export int8 graphs with amnet.device.onnx_model --int8)")
+    if args.int8 and args.onnx is not None:
+        raise ValueError("--int8 holds a model file's or a run's weights as int8; for ONNX, "
+                         "export int8 graphs with amnet.device.onnx_model --int8")
     if args.run_dir is not None:
         return _from_run(Path(args.run_dir), args)
     if args.onnx is not None:
@@ -173,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="a directory of ONNX graphs (amnet.device.onnx_model), run "
                    "by onnxruntime")
     p.add_argument("--int8", action="store_true",
-                   help="hold the model's matrices as int8 with per-column scales (--model)")
+                   help="hold the model's matrices as int8 with per-column scales (--model, "
+                   "--run_dir)")
     p.add_argument("--decoder", choices=DECODERS, default="greedy")
     p.add_argument("--beam", type=int, default=8)
     p.add_argument("--lm", help="character LM file for beam_lm (default: the run's)")

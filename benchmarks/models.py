@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import jax
+import ml_collections
 import numpy as np
 
 from amnet import build, cmvn, flops, frontend
 from amnet.text import CharTokenizer
 from amnet.transducer import Transducer
 from experiments.configs import amnet as amnet_config
-from experiments.configs import baseline
+from experiments.configs import baseline, librispeech
 
 # The LibriSpeech config's step on this machine: an 8 s bucket with 40 wordpieces of a
 # 4,096-piece vocabulary, in float32 (the precision of the peak it is compared with).
-LIBRISPEECH_VOCAB = 4096
+LIBRISPEECH_VOCAB = librispeech.get_config().data.vocab_size  # the recipe's wordpieces
 LIBRISPEECH_BUCKET = (128_000, 40)
 CHARACTERS = CharTokenizer().vocab_size  # the spoken-commands presets' vocabulary
 
@@ -29,7 +30,8 @@ def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
     return model, params
 
 
-def step_config(batch: int, preset: str = "small", loss: str = "fused"):
+def step_config(batch: int, preset: str = "small",
+                loss: str = "fused") -> tuple[ml_collections.ConfigDict, int]:
     """(config, vocabulary size) of a benchmark step: `small` (the demo's model), `tiny` (the
     tests') or `librispeech` (5x1024/640, V = 4,096, `LIBRISPEECH_BUCKET`), `batch` utterances
     per step, the exact (`fused`) or the `pruned` loss."""

@@ -12,6 +12,7 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _HEADER = re.compile(r"^(?:ENTRY )?%([\w.\-]+) \((.*)\) -> .* \{$")
@@ -20,6 +21,7 @@ _PARAMETER = re.compile(r"([\w.\-]+): ([a-z]\w*\[[\d,]*\])")
 _DIMS = re.compile(r"^[a-z]\w*\[([\d,]*)\]")
 _CALLED = re.compile(r"(?:calls|to_apply)=%([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_HIDDEN_PRODUCT = re.compile(r'custom_call_target="[^"]*(gemm|matmul|conv)', re.IGNORECASE)
 
 
 @dataclass
@@ -58,40 +60,53 @@ def _parse(text: str) -> tuple[dict[str, _Computation], str]:
 
 def hlo_matmul_flops(text: str) -> tuple[int, dict[str, int]]:
     """(total, per op name) matmul FLOPs of optimized HLO text (`compiled.as_text()`), loops
-    counted by their known trip count; a conditional counts its most expensive branch. A loop
-    without a known trip count raises (its count would be a guess)."""
+    counted by their known trip count; a conditional counts its most expensive branch (and
+    only that branch's ops in the breakdown). Raises where a count would be a guess: a loop
+    without a known trip count, or a library call that hides a matrix product (a GEMM or
+    convolution custom call, as XLA emits on GPUs)."""
     computations, entry = _parse(text)
-    by_op: dict[str, int] = {}
 
-    def flops(name: str, times: int) -> int:
-        total = 0
+    def flops(name: str, times: int) -> tuple[int, dict[str, int]]:
+        total, by_op = 0, {}
+
+        def add(counted: tuple[int, dict[str, int]]) -> None:
+            nonlocal total
+            total += counted[0]
+            for key, value in counted[1].items():
+                by_op[key] = by_op.get(key, 0) + value
+
         computation = computations[name]
         for shape, op, operands, attributes in computation.instructions:
             if op == "dot":
-                lhs = operands.split(",")[0].split()[-1].lstrip("%")
+                lhs = re.search(r"%([\w.\-]+)", operands).group(1)
                 lhs_dims = _dims(computation.shapes[lhs])
                 contracted = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", attributes)
                 size = math.prod(lhs_dims[int(i)] for i in contracted.group(1).split(",") if i)
                 f = 2 * math.prod(_dims(shape)) * size
-                total += f
                 label = _OP_NAME.search(attributes)
-                key = label.group(1) if label else op
-                by_op[key] = by_op.get(key, 0) + f * times
+                add((f, {label.group(1) if label else op: f * times}))
             elif op == "while":
                 body = re.search(r"body=%([\w.\-]+)", attributes).group(1)
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', attributes)
                 if trips is None:
                     raise ValueError(f"a while loop ({body}) without a known trip count")
                 n = int(trips.group(1))
-                total += n * flops(body, times * n)
+                inner, inner_by_op = flops(body, times * n)
+                add((n * inner, inner_by_op))
             elif op == "conditional":
-                branches = re.search(r"branch_computations=\{([^}]*)\}", attributes).group(1)
-                total += max(flops(b.strip().lstrip("%"), times) for b in branches.split(","))
+                branches = re.search(r"branch_computations=\{([^}]*)\}", attributes)
+                names = (branches.group(1).split(",") if branches else re.findall(
+                    r"(?:true|false)_computation=%([\w.\-]+)", attributes))
+                add(max((flops(b.strip().lstrip("%"), times) for b in names),
+                        key=lambda counted: counted[0]))
+            elif op == "custom-call" and _HIDDEN_PRODUCT.search(attributes):
+                raise ValueError(f"a library call hides a matrix product: {attributes[:120]}")
             elif op in ("fusion", "call", "custom-call", "async-start"):
-                total += sum(flops(c, times) for c in _CALLED.findall(attributes))
-        return total
+                for called in _CALLED.findall(attributes):
+                    add(flops(called, times))
+        return total, by_op
 
-    return flops(entry, 1), by_op
+    return flops(entry, 1)
 
 
 def matmul_peak_jax(n: int, dtype: str = "float32", repeats: int = 5) -> dict:
@@ -115,7 +130,7 @@ def matmul_peak_torch(n: int, dtype: str = "float32", repeats: int = 5) -> dict:
     return _peak(lambda: torch.mm(a, b), n, repeats)
 
 
-def median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median seconds of `fn()` over `repeats` calls (after one warm-up call)."""
     fn()
     times = []
@@ -126,6 +141,6 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _peak(product, n: int, repeats: int) -> dict:
+def _peak(product: Callable[[], object], n: int, repeats: int) -> dict:
     seconds = median_seconds(product, repeats)
     return {"n": n, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds}

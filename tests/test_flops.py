@@ -57,11 +57,19 @@ def test_hlo_count_takes_loops_by_their_trip_count_where_cost_analysis_does_not(
     compiled = jax.jit(recurrence).lower(jnp.ones((64, 64)), jnp.ones((50, 8, 64))).compile()
     total, by_op = utilization.hlo_matmul_flops(compiled.as_text())
     assert total == 50 * 2 * 8 * 64 * 64 == sum(by_op.values())
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    assert cost["flops"] < 2 * (2 * 8 * 64 * 64)  # one iteration's worth
+    # A conditional counts its dearer branch, in the total and in the breakdown alike.
+    def branch(p, w, x):
+        return jax.lax.cond(p, lambda: (x @ w @ w).sum(), lambda: (x @ w).sum())
+
+    compiled = jax.jit(branch).lower(True, jnp.ones((64, 64)), jnp.ones((8, 64))).compile()
+    total, by_op = utilization.hlo_matmul_flops(compiled.as_text())
+    assert total == 2 * (2 * 8 * 64 * 64) == sum(by_op.values())
     with pytest.raises(ValueError, match="ENTRY"):
         utilization.hlo_matmul_flops("not hlo")
+    hidden = ('ENTRY %main (a: f32[8,8]) -> f32[8,8] {\n  ROOT %c = f32[8,8]{1,0} custom-call('
+              '%a, %a), custom_call_target="__cublas$gemm"\n}')
+    with pytest.raises(ValueError, match="hides a matrix product"):
+        utilization.hlo_matmul_flops(hidden)
 
 
 @pytest.mark.parametrize("loss", ["fused", "pruned"])
@@ -73,10 +81,20 @@ def test_train_step_flops_match_the_compiled_step(loss):
     bench = models.TrainStep(4, preset="tiny", loss=loss)
     counted = bench.flops()
     assert bench.hlo_flops() == pytest.approx(counted.executed, rel=1e-3)
-    if loss == "fused":  # the joint runs 4 times: forward, recomputed, two gradients
-        assert counted.executed - counted.frontend > counted.model
-    else:
-        assert counted.executed == counted.model + counted.frontend
+    # Closed forms of the tiny config (1x64 LSTM encoder on 240-dim stacked features, joint
+    # 64, 29 characters) on its one bucket: 4 utterances, 166 frames, 72 labels.
+    c = bench.model.config
+    assert (c.input_dim, c.encoder_hidden, c.joint_dim, c.vocab_size) == (240, 64, 64, 29)
+    assert (bench.frames, bench.labels) == (166, 72)
+    assert counted.forward["encoder"] == 4 * 166 * (2 * 240 * 256 + 2 * 64 * 256)
+    # The first layer's input gradient is not taken: the recurrent product's backward is
+    # twice its forward, the input product's once (its weight gradient).
+    assert counted.backward["encoder"] == 4 * 166 * (2 * 240 * 256 + 2 * 2 * 64 * 256)
+    if loss == "fused":  # one frame per chunk: the joint once more (recomputed), no padding
+        assert c.loss_frames_per_chunk == 1
+        assert counted.recomputed == counted.forward["joint"] == 4 * 166 * 73 * 2 * 64 * 29
+    else:  # 5 tokens per frame
+        assert counted.recomputed == 0 and counted.forward["joint"] == 4 * 166 * 5 * 2 * 64 * 29
     without_ctc = flops.train_step_flops(bench.model.config, 4, bench.frames, bench.labels,
                                          ctc=False)
     assert without_ctc.model == (counted.model - 3 * counted.forward["ctc_output"]

@@ -72,6 +72,9 @@ class LowRank:
         return self.u.shape[0], self.v.shape[1]
 
 
+INT8_MAX = int(np.iinfo(np.int8).max)  # symmetric: -127..127
+
+
 class Int8:
     def __init__(self, q: np.ndarray, scale: np.ndarray):
         self.q = np.ascontiguousarray(q, np.int8)  # [in, out]
@@ -82,8 +85,8 @@ class Int8:
         """Symmetric per-output-column quantization of a dense `[in, out]` kernel."""
         kernel = np.asarray(kernel, np.float32)
         peak = np.abs(kernel).max(axis=0)
-        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        return cls(np.clip(np.rint(kernel / scale), -127, 127), scale)
+        scale = np.where(peak > 0, peak / INT8_MAX, 1.0).astype(np.float32)
+        return cls(np.clip(np.rint(kernel / scale), -INT8_MAX, INT8_MAX), scale)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x @ self.q.astype(np.float32)) * self.scale
@@ -119,6 +122,11 @@ def int8(kernel: Linear) -> Linear:
     return Int8.of(kernel.kernel) if isinstance(kernel, Dense) else kernel
 
 
+def stored(kernel: Linear, as_int8: bool) -> Linear:
+    """`kernel`, as `int8` stores it when `as_int8`."""
+    return int8(kernel) if as_int8 else kernel
+
+
 def nbytes(kernel: Linear) -> int:
     """Bytes of a map's weights as stored (CSR: values and indices)."""
     if isinstance(kernel, Dense):
@@ -127,6 +135,8 @@ def nbytes(kernel: Linear) -> int:
         return kernel.q.nbytes + kernel.scale.nbytes
     if isinstance(kernel, LowRank):
         return kernel.u.nbytes + kernel.v.nbytes
+    if not isinstance(kernel, Sparse):
+        raise TypeError(f"not a linear map: {type(kernel).__name__}")
     m = kernel.transposed
     return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
 

@@ -30,17 +30,17 @@ Carry = tuple[np.ndarray, np.ndarray]
 class LSTMLayer:
     def __init__(self, params: Mapping[str, np.ndarray], prefix: str, spec: LinearSpec,
                  int8: bool = False):
-        store = kernels.int8 if int8 else (lambda kernel: kernel)
         self.bias = np.asarray(params[f"{prefix}/bias"], np.float32)
         has_projection = any(k.startswith(f"{prefix}/projection_kernel") for k in params)
-        self.projection = (store(kernels.linear(params, f"{prefix}/projection_kernel", spec))
+        self.projection = (kernels.stored(kernels.linear(params, f"{prefix}/projection_kernel",
+                                                         spec), int8)
                            if has_projection else None)
         self.hidden = self.bias.shape[0] // 4
         self.output_dim = (self.projection.shape[1] if self.projection is not None
                            else self.hidden)
-        self.gates = store(kernels.stacked(  # [x, h] -> both products, quantized together
+        self.gates = kernels.stored(kernels.stacked(  # [x, h] -> both products, quantized together
             kernels.linear(params, f"{prefix}/input_kernel", spec),
-            kernels.linear(params, f"{prefix}/recurrent_kernel", spec)))
+            kernels.linear(params, f"{prefix}/recurrent_kernel", spec)), int8)
 
     def initial_carry(self, n: int) -> Carry:
         return (np.zeros((n, self.output_dim), np.float32),
@@ -122,9 +122,7 @@ class Predictor:
         self.stateless = m["predictor"] == "stateless"
         if self.stateless:
             self.context = int(m["predictor_context"])
-            self.kernel = kernels.linear(params, "predictor/layer/kernel")
-            if int8:
-                self.kernel = kernels.int8(self.kernel)
+            self.kernel = kernels.stored(kernels.linear(params, "predictor/layer/kernel"), int8)
             self.bias = np.asarray(params["predictor/layer/bias"], np.float32)
         else:
             self.layers = _layers(params, "predictor", m["predictor_layers"], int8=int8)
@@ -165,11 +163,11 @@ class Network:
         self.blank = int(spec.model["blank"])
         self.encoder = Encoder(spec, params, int8)
         self.predictor = Predictor(spec, params, int8)
-        store = kernels.int8 if int8 else (lambda kernel: kernel)
-        self.enc_kernel = store(kernels.linear(params, "encoder_to_joint/kernel"))
+        self.enc_kernel = kernels.stored(kernels.linear(params, "encoder_to_joint/kernel"), int8)
         self.enc_bias = np.asarray(params["encoder_to_joint/bias"], np.float32)
-        self.pred_kernel = store(kernels.linear(params, "predictor_to_joint/kernel"))
-        self.out_kernel = store(kernels.linear(params, "output_kernel"))
+        self.pred_kernel = kernels.stored(kernels.linear(params, "predictor_to_joint/kernel"),
+                                          int8)
+        self.out_kernel = kernels.stored(kernels.linear(params, "output_kernel"), int8)
         self.out_bias = np.asarray(params["output_bias"], np.float32)
 
     def encode_step(self, x: np.ndarray, state: EncoderState):
@@ -187,7 +185,8 @@ class Network:
         return self.out_kernel(np.tanh(enc_proj + pred_proj)) + self.out_bias
 
     def weight_bytes(self) -> int:
-        """Bytes of the matrix products' weights as this network stores them."""
+        """Bytes of the matrix products' weights as this network stores them (the
+        arbitrator's small MLP, float32 always, left out)."""
         layers = [layer for branch in self.encoder.branches for layer in branch]
         if not self.predictor.stateless:
             layers += self.predictor.layers
