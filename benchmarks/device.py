@@ -76,11 +76,12 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
     size = sum(v.nbytes for v in params.values())
-    matrices = (Network(spec, params).weight_bytes(), Network(spec, params, int8=True)
-                .weight_bytes())
-    runtimes = {"numpy": ({"params": params}, size),
-                "numpy int8": ({"params": params, "int8": True},
-                               size - matrices[0] + matrices[1])}
+    # One network per runtime, shared by its three recognizers; bytes: the model file's, with
+    # the matrices as that network stores them.
+    networks = {"numpy": Network(spec, params), "numpy int8": Network(spec, params, int8=True)}
+    float_matrices = networks["numpy"].weight_bytes()
+    runtimes = {name: ({"network": net}, size - float_matrices + net.weight_bytes())
+                for name, net in networks.items()}
     if onnx_dir is not None:
         runtimes.update({name: ({"network": network}, size) for name, (network, size)
                          in _onnx_networks(spec, params, onnx_dir).items()})
