@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from amnet import frontend
-from amnet.transducer import TransducerConfig
+from amnet.rnnt import frontend
+from amnet.rnnt.transducer import TransducerConfig
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransducerConfig:
@@ -22,7 +22,7 @@ def loss_normalization(config: ml_collections.ConfigDict) -> str:
 
 def frontend_configs(config: ml_collections.ConfigDict):
     """(FrontendConfig, SpecAugmentConfig or None). `frontend.normalization`: "cmvn" (per-channel
-    statistics stored in the config by `amnet.cmvn.resolve`) or "global" (the scalars
+    statistics stored in the config by `amnet.rnnt.cmvn.resolve`) or "global" (the scalars
     `feature_mean`, `feature_std`)."""
     f = config.frontend
     augment = (frontend.SpecAugmentConfig(f.num_freq_masks, f.max_freq_width, f.num_time_masks,
@@ -31,8 +31,8 @@ def frontend_configs(config: ml_collections.ConfigDict):
     if normalization == "cmvn":
         if f.get("cmvn_mean") is None:
             raise ValueError("frontend.normalization is 'cmvn' but the config holds no CMVN "
-                             "statistics (frontend.cmvn_mean): amnet.cmvn.resolve computes them "
-                             "from the training split, and runs store them in config.json")
+                             "statistics (frontend.cmvn_mean): amnet.rnnt.cmvn.resolve computes "
+                             "them from the training split, and runs store them in config.json")
         mean, std = tuple(f.cmvn_mean), tuple(f.cmvn_std)
     elif normalization == "global":
         mean, std = f.feature_mean, f.feature_std

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import ml_collections
 
-from amnet import build, checkpointing, trainer
+from amnet import build, trainer
 from amnet.device.spec import METADATA_KEY, DeviceSpec
+from amnet.training import checkpointing
 from neuraldiff import model_file, updates
 
 

@@ -3,7 +3,7 @@
 `train_and_evaluate(config, workdir)` is the whole run; `experiments/train.py` is its absl
 entry point. The run directory receives config.json (the resolved config), metrics.jsonl,
 tensorboard/, checkpoints/{latest,best}/, results.json (final test WER, greedy and beam), and
-the run's results in the shared schema (`amnet.results`): outputs.jsonl and metrics.json.
+the run's results in the shared schema (`amnet.evaluation.results`): outputs.jsonl and metrics.json.
 """
 
 from __future__ import annotations
@@ -21,28 +21,21 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from amnet import (
-    build,
-    checkpointing,
-    cmvn,
-    decoding,
-    lm,
-    metrics,
-    objective,
-    optim,
-    pruning,
-    routing_report,
-    scoring,
-    train_step,
-    warm_start,
-)
-from amnet import results as results_io
+from amnet import build
+from amnet.amortized import objective, pruning, warm_start
 from amnet.build import frontend_configs, model_config
-from amnet.data import input_pipeline, spoken_commands
+from amnet.data import input_pipeline
+from amnet.data.corpus import spoken_commands
 from amnet.data.input_pipeline import PipelineConfig
-from amnet.metric_writers import MetricWriter
-from amnet.text import CharTokenizer, SentencePieceTokenizer
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.data.text import CharTokenizer, SentencePieceTokenizer
+from amnet.evaluation import metrics, scoring
+from amnet.evaluation import results as results_io
+from amnet.evaluation import routing as routing_report
+from amnet.rnnt import cmvn, decoding, lm
+from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.training import checkpointing, optim
+from amnet.training import step as train_step
+from amnet.training.metric_writers import MetricWriter
 
 
 class RunDirError(ValueError):
@@ -180,7 +173,8 @@ def make_objective(config: ml_collections.ConfigDict, model: Transducer):
 
 def warm_started(state: train_step.TrainState, config: ml_collections.ConfigDict,
                  model: Transducer, mesh) -> train_step.TrainState:
-    """`state` with params from the dense run `config.init.dense_run` (`amnet.warm_start`)."""
+    """`state` with params from the dense run `config.init.dense_run`
+    (`amnet.amortized.warm_start`)."""
     dense, meta = checkpointing.load_params(config.init.dense_run)
     logging.info("warm start from %s", config.init.dense_run)
     params = warm_start.from_dense(jax.device_get(state.params), dense,
@@ -380,8 +374,8 @@ def hardware() -> dict:
 def write_run_results(workdir: Path, outputs: list[results_io.UtteranceOutput],
                       config: ml_collections.ConfigDict, model: Transducer,
                       train_time_s: float | None) -> None:
-    """outputs.jsonl and metrics.json (`amnet.results`). With several processes each writes its
-    shard of the outputs and process 0 joins them (the run directory is shared, as for
+    """outputs.jsonl and metrics.json (`amnet.evaluation.results`). With several processes each
+    writes its shard of the outputs and process 0 joins them (the run directory is shared, as for
     checkpoints)."""
     processes, process = jax.process_count(), jax.process_index()
     if processes > 1:

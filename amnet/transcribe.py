@@ -13,7 +13,7 @@ graphs (`--onnx`, `python -m amnet.device.onnx_model`) or a training run (`--run
 newest checkpoint, exported in memory). Decoders: `greedy`, `beam`
 (--beam), `beam_lm` (beam search with the character LM, `--lm` or the run's `lm.safetensors`);
 `--context=phrases.txt` boosts phrases (new names) at word starts in beam search
-(`amnet.lm.build_context`).
+(`amnet.rnnt.lm.build_context`).
 Files longer than --segment_s (30 s) are cut at endpoints (0.8 s without a new label after
 text, `Recognizer.segments`), so hour-long recordings decode in bounded memory; shorter ones are
 decoded whole. Output on stdout: `<file>\t<text>` lines, or
@@ -45,7 +45,8 @@ DECODERS = ("greedy", "beam", "beam_lm")
 
 
 def _from_run(run_dir: Path, args) -> Recognizer:
-    from amnet import checkpointing, export, trainer  # JAX: only for a training run
+    from amnet import export, trainer
+    from amnet.training import checkpointing
     from neuraldiff import updates
 
     config = trainer.read_run_config(run_dir)
@@ -58,8 +59,8 @@ def _from_run(run_dir: Path, args) -> Recognizer:
 
 def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight: float,
                      length_bonus: float) -> dict:
-    from amnet import lm as lm_lib
     from amnet.device import search
+    from amnet.rnnt import lm as lm_lib
 
     if args.decoder == "greedy":
         if args.context:

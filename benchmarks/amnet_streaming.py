@@ -3,7 +3,7 @@ r"""Batch-1 streaming: measured wall-clock saving of AmNet vs its counted FLOPs 
     python -m benchmarks.amnet_streaming --dense_run=runs/demo \
         --amnet_run=runs/amnet_paper/lowrank --utterances=20
 
-Both models decode the same utterances frame by frame (`amnet.streaming`: arbitrator,
+Both models decode the same utterances frame by frame (`amnet.rnnt.streaming`: arbitrator,
 `lax.switch` to the chosen branch only, greedy RNN-T step), interleaved utterance by utterance
 so that both see the same machine conditions. Printed side by side: counted MFLOPs/frame and
 measured ms/frame of each model, and the two savings; the target is measured >= 70% of counted.
@@ -20,8 +20,12 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from amnet import build, checkpointing, routing_report, streaming, train_step, trainer
-from amnet.transducer import Transducer
+from amnet import build, trainer
+from amnet.evaluation import routing as routing_report
+from amnet.rnnt import streaming
+from amnet.rnnt.transducer import Transducer
+from amnet.training import checkpointing
+from amnet.training import step as train_step
 from benchmarks import models
 
 _DENSE = flags.DEFINE_string("dense_run", None, "Run dir of the dense model.")

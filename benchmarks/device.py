@@ -14,7 +14,7 @@ AmNet's measured against its counted saving.
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
    against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
    branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
-   1 - C_k / C_dense (`amnet.flops`). Target: measured >= 0.9x counted.
+   1 - C_k / C_dense (`amnet.rnnt.flops`). Target: measured >= 0.9x counted.
 
 One thread (the BLAS thread variables are set before NumPy loads), medians over repeats; the
 two encoders of a comparison are timed in alternation, so that both see the same machine.
@@ -42,7 +42,7 @@ from amnet.device.kernels import DENSE  # noqa: E402
 from amnet.device.network import Network  # noqa: E402
 from amnet.device.recognizer import Recognizer  # noqa: E402
 from amnet.device.spec import DeviceSpec  # noqa: E402
-from amnet.flops import LinearSpec  # noqa: E402
+from amnet.rnnt.flops import LinearSpec  # noqa: E402
 
 
 def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
@@ -66,7 +66,9 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
     """With `onnx_dir`, the same for the ONNX graphs run by onnxruntime (fp32, int8)."""
     import jiwer
 
-    from amnet import checkpointing, export, lm, trainer
+    from amnet import export, trainer
+    from amnet.rnnt import lm
+    from amnet.training import checkpointing
     from neuraldiff import updates
 
     config = trainer.read_run_config(run_dir, data_dir)
@@ -121,7 +123,7 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
 
 def _branch_model(fast: str, rng: np.random.Generator):
     """A `small`-size AmNet (dense + `fast`) with random weights, as flat params and a spec."""
-    from amnet import frontend
+    from amnet.rnnt import frontend
 
     model = {"vocab_size": 29, "input_dim": 240, "encoder_layers": 3, "encoder_hidden": 256,
              "encoder_projection": None, "embed_dim": 64, "predictor": "lstm",

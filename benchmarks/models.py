@@ -6,9 +6,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from amnet import build, cmvn, flops, frontend
-from amnet.text import CharTokenizer
-from amnet.transducer import Transducer
+from amnet import build
+from amnet.data.text import CharTokenizer
+from amnet.rnnt import cmvn, flops, frontend
+from amnet.rnnt.transducer import Transducer
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline, librispeech
 
@@ -64,7 +65,9 @@ class TrainStep:
 
     def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None,
                  preset: str = "small", loss: str = "fused"):
-        from amnet import objective, optim, train_step
+        from amnet.amortized import objective
+        from amnet.training import optim
+        from amnet.training import step as train_step
 
         config, vocab = step_config(batch, preset, loss)
         if loss_frames_per_chunk:
@@ -89,7 +92,7 @@ class TrainStep:
         self.frames = self.frontend_frames // self.front.stack
 
     def flops(self, with_frontend: bool = True) -> flops.StepFlops:
-        """The step's analytical matmul FLOPs (`amnet.flops.train_step_flops`)."""
+        """The step's analytical matmul FLOPs (`amnet.rnnt.flops.train_step_flops`)."""
         return flops.train_step_flops(
             self.model.config, self.batch_size, self.frames, self.labels,
             frontend_frames=self.frontend_frames if with_frontend else 0,

@@ -31,7 +31,7 @@ _STEPS = flags.DEFINE_integer("steps", 5, "train_step: profiled steps.")
 _FRAMES = flags.DEFINE_integer("frames", 200, "streaming: frames of the profiled utterance.")
 _OUT = flags.DEFINE_string("out", "runs/profile", "Trace directory.")
 _AUTODIFF_LSTM = flags.DEFINE_bool("autodiff_lstm", False, "Autodiff's LSTM backward instead of "
-                                   "amnet.lstm_recurrence (the before of that fix).")
+                                   "amnet.rnnt.lstm_recurrence (the before of that fix).")
 _LOSS_CHUNK = flags.DEFINE_integer("loss_frames_per_chunk", None, "Override the config's "
                                    "fused-loss chunk.")
 _TOP = flags.DEFINE_integer("top", 15, "Events to print.")
@@ -81,8 +81,9 @@ def train_step_parts() -> dict[str, float]:
 
     import jax.numpy as jnp
 
-    from amnet import frontend, rnnt
-    from amnet.transducer import Transducer
+    from amnet.rnnt import frontend
+    from amnet.rnnt import loss as rnnt
+    from amnet.rnnt.transducer import Transducer
     from benchmarks import models
 
     bench = models.TrainStep(_BATCH.value,
@@ -131,7 +132,7 @@ def train_step_parts() -> dict[str, float]:
 
 
 def profile_streaming(out: Path) -> float:
-    from amnet import streaming
+    from amnet.rnnt import streaming
     from benchmarks.models import fresh_model
 
     model, params = fresh_model("single-dense")
@@ -146,7 +147,7 @@ def profile_streaming(out: Path) -> float:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from amnet import lstm
+    from amnet.rnnt import lstm
 
     lstm.HAND_WRITTEN_BACKWARD = not _AUTODIFF_LSTM.value
     if _TARGET.value == "parts":

@@ -4,7 +4,7 @@ r"""RNN-T loss + gradient: materialized (naive) vs fused vs pruned, memory and t
     python -m benchmarks.rnnt_loss --chunks=1,5,10 --repeats=3
     python -m benchmarks.rnnt_loss --prune_ranges=5 --vocab=4096   # LibriSpeech-size V
 
-The pruned variants (`amnet.rnnt_pruned`) include their simple joint (loss and gradient):
+The pruned variants (`amnet.rnnt.pruned_loss`) include their simple joint (loss and gradient):
 the whole cost of the method, with the simple joint's `[V]` logits as extra inputs.
 
 Memory is XLA's compile-time temporary allocation for the jitted loss-and-gradient
@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from amnet import rnnt, rnnt_pruned
+from amnet.rnnt import loss as rnnt
+from amnet.rnnt import pruned_loss as rnnt_pruned
 
 _BATCH = flags.DEFINE_integer("batch", 8, "B")
 _FRAMES = flags.DEFINE_integer("frames", 250, "T")

@@ -12,9 +12,9 @@ absolute times. Sections:
   train_step  the same dense RNN-T step (preset `small`: 3x256 LSTM, same batch of the first
               length bucket) in JAX (the project's jitted step: frontend + SpecAugment + fused
               loss + AdamW; also with autodiff's LSTM backward instead of
-              `amnet.lstm_recurrence`, the before/after of that fix) vs PyTorch eager and
+              `amnet.rnnt.lstm_recurrence`, the before/after of that fix) vs PyTorch eager and
               `torch.compile` (model compiled, loss eager; features precomputed, which favours
-              PyTorch). Each case's model FLOPs per step (`amnet.flops.train_step_flops`:
+              PyTorch). Each case's model FLOPs per step (`amnet.rnnt.flops.train_step_flops`:
               the matmuls of forward and backward, no recomputation, no frontend) and their
               rate as a share of the machine's float32 matmul peak, measured in the same run
               (`peak`: a 2048^2 GEMM in JAX and PyTorch, float32 and bfloat16); for JAX, the
@@ -90,7 +90,7 @@ _timed = utilization.median_seconds
 
 def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True,
                         bucket: int = 0, preset: str = "small", loss: str = "fused") -> dict:
-    from amnet import lstm
+    from amnet.rnnt import lstm
 
     lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
     bench = models.TrainStep(batch, bucket, preset=preset, loss=loss)
@@ -117,7 +117,8 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False,
     import jax
     import torch
 
-    from amnet import build, flops, frontend
+    from amnet import build
+    from amnet.rnnt import flops, frontend
     from experiments.torch_baselines.model import TorchTransducer
     from experiments.torch_baselines.rnnt_loss import rnnt_loss
 
@@ -204,7 +205,7 @@ def case_loss(variant: str, b: int, t: int, u: int, v: int, h: int, repeats: int
     import jax
     import jax.numpy as jnp
 
-    from amnet import rnnt
+    from amnet.rnnt import loss as rnnt
 
     lengths, target_lengths = jnp.full((b,), t), jnp.full((b,), u)
     if variant == "jax_naive":
@@ -227,9 +228,11 @@ def case_loss(variant: str, b: int, t: int, u: int, v: int, h: int, repeats: int
 def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
     import jax
 
-    from amnet import build, frontend, trainer
-    from amnet.data import input_pipeline, spoken_commands
-    from amnet.text import CharTokenizer
+    from amnet import build, trainer
+    from amnet.data import input_pipeline
+    from amnet.data.corpus import spoken_commands
+    from amnet.data.text import CharTokenizer
+    from amnet.rnnt import frontend
 
     config, _ = models.step_config(batch)
     if data_dir and input_pipeline.prepared_dir("spoken_commands/small_g0", data_dir):
@@ -267,7 +270,7 @@ def case_streaming(utterances: int, frames: int) -> dict:
     import jax
     import numpy as np
 
-    from amnet import flops, streaming
+    from amnet.rnnt import flops, streaming
     from benchmarks.models import fresh_model
 
     dense, dense_params = fresh_model("single-dense")
@@ -338,7 +341,7 @@ def _random_params(preset: str):
     import numpy as np
 
     from amnet import build
-    from amnet.transducer import Transducer
+    from amnet.rnnt.transducer import Transducer
     from experiments.configs import baseline, librispeech
 
     config = (librispeech.get_config("full") if preset == "librispeech"
@@ -355,7 +358,7 @@ def _random_params(preset: str):
 
 def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> dict:
     """Batch-1 greedy recognition, frame by frame, of the small dense model (random weights,
-    features given: the frontend excluded) in one runtime: `jax` (`amnet.streaming`), `numpy`
+    features given: the frontend excluded) in one runtime: `jax` (`amnet.rnnt.streaming`), `numpy`
     / `numpy_int8` (`amnet.device`, float32 / int8 weights), `onnx_fp32` / `onnx_int8`
     (onnxruntime, `amnet.device.onnx_model`)."""
     import numpy as np
@@ -363,7 +366,7 @@ def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> 
     rss_before = _rss_mib()
     rng = np.random.default_rng(0)
     if runtime == "jax":
-        from amnet import streaming
+        from amnet.rnnt import streaming
         from benchmarks.models import fresh_model
 
         model, params = fresh_model("single-dense")
@@ -405,8 +408,9 @@ def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> 
 def _device_model(out_dir: Path) -> str:
     """The small dense model of the streaming section (random weights, seed 0) as a device
     model file, with its ONNX graphs (fp32/, int8/) beside it; returns the file's path."""
-    from amnet import cmvn, export
+    from amnet import export
     from amnet.device import onnx_model
+    from amnet.rnnt import cmvn
     from benchmarks.models import fresh_model
     from experiments.configs import amnet as amnet_config
     from neuraldiff import model_file, updates
@@ -590,7 +594,7 @@ def _train_step_tables(r: dict, targets: dict) -> list[str]:
                   else f"{n} not counted ({v['hlo_error']})" for n, v in t.items()
                   if "hlo_flops" in v or "hlo_error" in v]
         if checks:
-            lines.append("\nmatmul FLOPs in the compiled HLO / counted (amnet.flops, with the "
+            lines.append("\nmatmul FLOPs in the compiled HLO / counted (amnet.rnnt.flops, with the "
                          "frontend and recomputation): " + ", ".join(checks))
         torch_rates = [v["utterances_per_s"] for k, v in t.items()
                        if k.startswith("torch") and "error" not in v]

@@ -21,9 +21,13 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from amnet import build, cmvn, objective, optim, train_step
-from amnet.text import CharTokenizer
-from amnet.transducer import Transducer
+from amnet import build
+from amnet.amortized import objective
+from amnet.data.text import CharTokenizer
+from amnet.rnnt import cmvn
+from amnet.rnnt.transducer import Transducer
+from amnet.training import optim
+from amnet.training import step as train_step
 from experiments.configs import baseline
 from neuraldiff import hashed, sparse, tree
 

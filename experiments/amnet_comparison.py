@@ -14,9 +14,13 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from amnet import build, checkpointing, routing_report, streaming, train_step, trainer
-from amnet import results as results_io
-from amnet.flops import LinearSpec
+from amnet import build, trainer
+from amnet.evaluation import results as results_io
+from amnet.evaluation import routing as routing_report
+from amnet.rnnt import streaming
+from amnet.rnnt.flops import LinearSpec
+from amnet.training import checkpointing
+from amnet.training import step as train_step
 from experiments import amnet_matched, amnet_plots, sweep
 from experiments.configs import amnet as amnet_config
 

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from amnet import results as results_io
+from amnet.evaluation import results as results_io
 
 WEIGHT = "amnet.cost_weight"
 TOLERANCE = 0.05  # |MFLOPs/frame / target − 1| of a matched run

@@ -2,15 +2,16 @@ r"""The AmNet paper's comparison on the embedded corpus: table (markdown + JSON)
 
     python -m experiments.amnet_paper --dense_run=runs/demo --workdir=runs/amnet_paper
 
-Every model starts from the trained dense baseline `--dense_run` (`amnet.warm_start`) and is
+Every model starts from the trained dense baseline `--dense_run` (`amnet.amortized.warm_start`) and
+is
 fine-tuned for the same number of steps (`experiments/configs/amnet.py`); `single-dense` is the
 dense baseline fine-tuned alike, the fair reference. Then, on the test split: WER (greedy, beam,
 beam + LM), counted MFLOPs/frame, % frames per branch, share of frames whose routing
 probability exceeds 0.99 at the final temperature and at τ = 1, the fast-branch share on silence
 vs speech frames and on frames where greedy decoding emits vs stays blank
-(`amnet.routing_report`), simulated user-perceived latency (UPL) mean/p90/max at the configured
+(`amnet.evaluation.routing`), simulated user-perceived latency (UPL) mean/p90/max at the configured
 processor speed (the dense model needs 1.5x real time), and the measured wall clock of batch-1
-streaming (`amnet.streaming`) on the first `--stream_utterances` test utterances.
+streaming (`amnet.rnnt.streaming`) on the first `--stream_utterances` test utterances.
 
 With `--cost_sweep=experiments/sweeps/amnet_cost_small.toml` (run into <workdir>/cost_sweep),
 the cost-only model matched to `--matched_to`'s MFLOPs/frame joins the table

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from amnet.latency import simulate  # noqa: E402
+from amnet.amortized.latency import simulate
 
 BRANCH_COLORS = ("tab:red", "tab:green", "tab:blue", "tab:purple")
 

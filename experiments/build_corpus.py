@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from amnet.data import corpus_report, spoken_commands
+from amnet.data.corpus import report as corpus_report
+from amnet.data.corpus import spoken_commands
 
 _SIZE = flags.DEFINE_enum("size", "small", sorted(spoken_commands.SIZES), "Corpus size.")
 _GENERATIONS = flags.DEFINE_list("generations", ["0"], "Generations to build, e.g. 0,1,2.")

@@ -3,7 +3,8 @@ r"""Trains a sentencepiece wordpiece model on the transcripts of a TFDS split.
     python -m experiments.build_tokenizer --dataset=librispeech --split=train_clean100 \
         --data_dir=gs://BUCKET/tensorflow_datasets --vocab_size=4096 --out=runs/wpm4k
 
-Writes <out>.model and <out>.vocab (id 0 is the RNN-T blank; `amnet.text`). Reads the split with
+Writes <out>.model and <out>.vocab (id 0 is the RNN-T blank; `amnet.data.text`). Reads the split
+with
 the project's data source (array_record, no TensorFlow); transcripts are normalized as in
 training.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from absl import app, flags
 
 from amnet.data import input_pipeline
-from amnet.text import SentencePieceTokenizer
+from amnet.data.text import SentencePieceTokenizer
 
 _DATASET = flags.DEFINE_string("dataset", "librispeech", "TFDS name (or name/config).")
 _SPLIT = flags.DEFINE_string("split", "train_clean100", "Split whose transcripts train it.")

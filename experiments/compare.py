@@ -4,9 +4,10 @@ r"""Join result directories into one table and plots, every row scored by the sa
         --out=runs/sweeps/tiny_2x2/compare [--processor_mflops=100 --frame_period_ms=30]
 
 `--results` takes run directories, sweep directories (every `*/metrics.json` below) and
-metrics.json files in the shared schema (`amnet.results`, docs/sweeps.md), from JAX runs,
+metrics.json files in the shared schema (`amnet.evaluation.results`, docs/sweeps.md), from JAX runs,
 PyTorch baselines or anything else. A run that kept its raw outputs (outputs.jsonl) is scored
-again here by `amnet.scoring` with one latency model for all rows (default: the first run's),
+again here by `amnet.evaluation.scoring` with one latency model for all rows (default: the first
+run's),
 so both frameworks are scored identically; a metrics.json alone is taken as given (column
 `scored`: `as given`). Runs on different test sets (dataset fingerprints) are refused unless
 `--allow_mixed_datasets`.
@@ -29,8 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from amnet import results as results_io  # noqa: E402
-from amnet import scoring  # noqa: E402
+from amnet.evaluation import results as results_io
+from amnet.evaluation import scoring
 
 COLUMNS = ("run", "framework", "scored", "dataset", "wer_greedy", "wer_beam", "mflops_per_frame",
            "frames_per_branch", "upl_mean_ms", "upl_p90_ms", "upl_max_ms", "update_bytes",
@@ -136,7 +137,8 @@ def _cells(r: dict) -> dict[str, str]:
 
 
 def markdown(records: list[dict], latency: scoring.LatencyModel) -> str:
-    lines = [f"Scored by amnet.scoring; UPL at P = {latency.processor_flops / 1e6:g} MFLOP/s, "
+    lines = [f"Scored by amnet.evaluation.scoring; UPL at P = "
+             f"{latency.processor_flops / 1e6:g} MFLOP/s, "
              f"Δ = {1e3 * latency.frame_period_s:g} ms; pareto: no other run has both lower "
              "WER (greedy) and fewer MFLOPs/frame.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

@@ -5,7 +5,7 @@ the validation split, never on test.
     python -m experiments.decode --run_dir=runs/demo --split=validation \
         --lm_weights=0.3,0.5,0.7 --length_bonus=0.5,1.0,1.5 [--lm_order=6] [--lexicon]
     python -m experiments.decode --run_dir=runs/demo --split=test --data_dir=data \
-        --context=new_words.txt --context_bonus=1,2,4      # contextual biasing (amnet.lm)
+        --context=new_words.txt --context_bonus=1,2,4      # contextual biasing (amnet.rnnt.lm)
 
 The LM is the run's (`lm.safetensors`, built from its training transcripts on first use), or,
 with --lm_order other than the run's, one of that order built from the same transcripts (kept
@@ -22,8 +22,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import build, checkpointing, decoding, lm, train_step, trainer
-from amnet.transducer import Transducer
+from amnet import build, trainer
+from amnet.rnnt import decoding, lm
+from amnet.rnnt.transducer import Transducer
+from amnet.training import checkpointing
+from amnet.training import step as train_step
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run (experiments.train).",
                                required=True)
@@ -35,7 +38,7 @@ _LM_WEIGHTS = flags.DEFINE_list("lm_weights", [], "LM weights to try (none: the 
 _LENGTH_BONUS = flags.DEFINE_list("length_bonus", [], "Length bonuses to try (none: the run's).")
 _LEXICON = flags.DEFINE_bool("lexicon", False, "Also constrain words to the training lexicon.")
 _CONTEXT = flags.DEFINE_string("context", None, "Phrases to boost in beam search, one per "
-                               "line (contextual biasing: amnet.lm.build_context).")
+                               "line (contextual biasing: amnet.rnnt.lm.build_context).")
 _CONTEXT_BONUS = flags.DEFINE_list("context_bonus", ["2"], "Bonuses per matched token to try.")
 _PLAIN = flags.DEFINE_bool("plain", True, "Also decode greedy, beam without LM and CTC greedy.")
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")

@@ -32,10 +32,13 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import checkpointing, export, metric_writers, scoring, trainer
-from amnet import results as results_io
+from amnet import export, trainer
 from amnet import transcribe as transcribe_cli
-from amnet.data import corpus_report, spoken_commands
+from amnet.data.corpus import report as corpus_report
+from amnet.data.corpus import spoken_commands
+from amnet.evaluation import results as results_io
+from amnet.evaluation import scoring
+from amnet.training import checkpointing, metric_writers
 from experiments import amnet_comparison
 from experiments.configs import baseline
 from experiments.configs import neuraldiff as neuraldiff_config

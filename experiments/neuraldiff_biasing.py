@@ -7,7 +7,7 @@ r"""Contextual biasing as the zero-byte update, against the neural diffs and com
 Reads a finished `experiments.neuraldiff_generations` workdir. For each generation g: beam
 search with the g0 model (no update shipped: zero bytes) and with each listed chain's model
 after update g, each without and with biasing toward the words generations 1..g introduced
-(`grammar.Grammar(k).new_words()`, a context automaton of `amnet.lm.build_context`, matched
+(`grammar.Grammar(k).new_words()`, a context automaton of `amnet.rnnt.lm.build_context`, matched
 at word starts, fused with a per-token bonus), on g's test split (new-word recall, WER) and on
 g0's (everything else). Transcripts go to <workdir>/biasing/ (reused when re-run); the table
 to results.{json,md} there.
@@ -21,10 +21,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import checkpointing, decoding, lm
-from amnet import results as results_io
-from amnet.data import grammar
-from amnet.metrics import word_errors, word_recall
+from amnet.data.corpus import grammar
+from amnet.evaluation import results as results_io
+from amnet.evaluation.metrics import word_errors, word_recall
+from amnet.rnnt import decoding, lm
+from amnet.training import checkpointing
 from experiments.neuraldiff_chains import check_base_run, config_from_flags, define_flags
 from experiments.neuraldiff_training import UpdateTrainer, with_base_frontend
 from neuraldiff import model_file, updates

@@ -28,10 +28,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import checkpointing, trainer
-from amnet import results as results_io
-from amnet.data import grammar
-from amnet.metrics import word_errors, word_recall
+from amnet import trainer
+from amnet.data.corpus import grammar
+from amnet.evaluation import results as results_io
+from amnet.evaluation.metrics import word_errors, word_recall
+from amnet.training import checkpointing
 from experiments.configs.neuraldiff import METHODS
 from experiments.neuraldiff_training import UpdateTrainer, selector, with_base_frontend
 from neuraldiff import model_file, package, posthoc, tree, updates
@@ -41,7 +42,7 @@ BUDGETED = ("sparse", "hashed", "topk", "svd", "compressed")
 
 def earlier_outputs(generation: int) -> str:
     """File name of a chain step's transcripts of an earlier generation's test split (the
-    step's own generation: `amnet.results.OUTPUTS`)."""
+    step's own generation: `amnet.evaluation.results.OUTPUTS`)."""
     return f"outputs_g{generation}.jsonl"
 FINETUNED = ("full", "topk", "svd", "compressed")
 

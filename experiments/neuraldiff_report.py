@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from amnet import metrics  # noqa: E402
-from amnet import results as results_io  # noqa: E402
+from amnet.evaluation import metrics
+from amnet.evaluation import results as results_io
 from experiments.neuraldiff_chains import earlier_outputs  # noqa: E402
 
 LEARNED = ("sparse", "hashed")

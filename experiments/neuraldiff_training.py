@@ -1,6 +1,6 @@
 """Training model updates for the neural-diff experiments: a full fine-tune, a learned sparse
 diff and a learned hashed diff of the RNN-T on one corpus generation, with the project's data
-pipeline and data-parallel train step (`amnet.train_step`, with the diff as the trained
+pipeline and data-parallel train step (`amnet.training.step`, with the diff as the trained
 parameters and the base model frozen).
 
 Models go in and out as flat NumPy dicts (`neuraldiff.tree` names), the form of model files
@@ -21,19 +21,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import (
-    build,
-    cmvn,
-    decoding,
-    objective,
-    optim,
-    routing_report,
-    scoring,
-    train_step,
-    trainer,
-)
+from amnet import build, trainer
+from amnet.amortized import objective
 from amnet.data import input_pipeline
-from amnet.transducer import Transducer
+from amnet.evaluation import routing as routing_report
+from amnet.evaluation import scoring
+from amnet.rnnt import cmvn, decoding
+from amnet.rnnt.transducer import Transducer
+from amnet.training import optim
+from amnet.training import step as train_step
 from neuraldiff import hashed, sparse, tree, updates
 from neuraldiff.tree import Selector
 
@@ -120,7 +116,8 @@ class UpdateTrainer:
         return counts.rate
 
     def outputs(self, params: Flat, generation: int) -> list:
-        """Greedy transcripts (`amnet.results.UtteranceOutput`) of a flat model on the test
+        """Greedy transcripts (`amnet.evaluation.results.UtteranceOutput`) of a flat model on the
+        test
         split of `generation`."""
         return trainer.transcribe({"greedy": self.decode}, self.route,
                                   self._replicated(tree.unflatten(params)),
@@ -144,7 +141,7 @@ class UpdateTrainer:
     def run_metrics(self, params: Flat, generation: int, *, run: str, update_bytes: int,
                     train_time_s: float) -> tuple[list, dict]:
         """(outputs, metrics.json record) of a flat model on the test split of `generation`,
-        in the shared results schema (`amnet.results`), greedy decoding."""
+        in the shared results schema (`amnet.evaluation.results`), greedy decoding."""
         outputs = self.outputs(params, generation)
         config = self.data_config(generation)
         return outputs, scoring.run_metrics(

@@ -18,7 +18,7 @@ A sweep file (TOML) names one config and the overrides of each run:
     framework = "torch"                               # jax (default) or torch
     overrides = { "model.encoder_hidden" = 32, "model.encoder_layers" = 1 }
 
-Each run gets `<workdir>/<run>/` with the shared results (metrics.json, `amnet.results`).
+Each run gets `<workdir>/<run>/` with the shared results (metrics.json, `amnet.evaluation.results`).
 `--mode=local` trains and evaluates the runs one after another in this process: a finished run
 (metrics.json with the same config) is skipped, an interrupted JAX run resumes, an interrupted
 PyTorch run starts again. The other modes print one command per unfinished run instead:
@@ -44,8 +44,9 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from amnet import cmvn, trainer
-from amnet import results as results_io
+from amnet import trainer
+from amnet.evaluation import results as results_io
+from amnet.rnnt import cmvn
 
 FRAMEWORKS = {"jax": "experiments.train", "torch": "experiments.torch_baselines.train"}
 MODES = ("local", "commands", "tpu_vm", "slurm")

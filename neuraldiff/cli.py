@@ -137,7 +137,8 @@ def keygen_command(args) -> None:
 
 
 def export_command(args) -> None:
-    from amnet import checkpointing, export  # the one command that knows the training runs
+    from amnet import export
+    from amnet.training import checkpointing
 
     try:
         fp = export.export_run(args.run, args.out, version=args.version)

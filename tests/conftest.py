@@ -25,7 +25,7 @@ os.environ.update({"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from amnet.data import spoken_commands  # noqa: E402
+from amnet.data.corpus import spoken_commands  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -6,9 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet import decoding, flops, latency, objective, pruning, streaming, warm_start
-from amnet.lstm import LSTM
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.amortized import latency, objective, pruning, warm_start
+from amnet.rnnt import decoding, flops, streaming
+from amnet.rnnt.lstm import LSTM
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 BRANCHES = ("dense", "sparse(0.5)", "lowrank(3)")
 

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from amnet import checkpointing, pruning
+from amnet.amortized import pruning
+from amnet.training import checkpointing
 from experiments import amnet_matched
 from tests.conftest import HANG_GUARD_S
 from tests.test_train import ROOT, _env

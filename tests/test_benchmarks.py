@@ -40,7 +40,7 @@ def test_targets_follow_the_measurements():
         "measured": 0.4, "met": False}
     assert targets["LibriSpeech step: pruned loss >= 3x faster than the fused"] == {
         "measured": 4.0, "met": True}
-    assert "compiled HLO / counted (amnet.flops, with the frontend and recomputation): jax " \
+    assert "compiled HLO / counted (amnet.rnnt.flops, with the frontend and recomputation): jax " \
            "1.0000" in table
     assert targets["pipeline: >= 3x the train step"]["met"] is True
     assert "| torch_compile | failed: no compiler |" in table

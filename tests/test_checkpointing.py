@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from absl import logging
 
-from amnet import checkpointing
-from amnet.checkpointing import Checkpointer, IncompatibleCheckpointError, IntegrityError
+from amnet.training import checkpointing
+from amnet.training.checkpointing import Checkpointer, IncompatibleCheckpointError, IntegrityError
 
 
 def _state(value):

@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from amnet import build, cmvn, frontend
+from amnet import build
 from amnet.data import input_pipeline
+from amnet.rnnt import cmvn, frontend
 from experiments.configs import baseline
 from tests.conftest import tiny_name
 

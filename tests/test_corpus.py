@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from amnet.data import grammar, recipe, speech_synth, spoken_commands
-from amnet.text import normalize_text
+from amnet.data.corpus import grammar, recipe, speech_synth, spoken_commands
+from amnet.data.text import normalize_text
 from tests.conftest import TINY_SEED
 
 SPLITS = ("train", "validation", "test")
@@ -105,7 +105,7 @@ def test_readable_with_grain_without_tensorflow(tiny_data_dir):
     code = f"""
 import sys
 from amnet.data import input_pipeline
-from amnet.text import CharTokenizer
+from amnet.data.text import CharTokenizer
 config = input_pipeline.PipelineConfig(global_batch_size=4, num_epochs=1)
 source = input_pipeline.open_source("spoken_commands/tiny_g0_s{TINY_SEED}", "train",
                                     {str(tiny_data_dir)!r})

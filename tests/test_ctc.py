@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet import ctc, objective
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.amortized import objective
+from amnet.rnnt import ctc
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 
 def _brute_force(log_probs: np.ndarray, target: list[int], blank: int = 0) -> float:

@@ -12,13 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from amnet import decoding, frontend, lm
 from amnet.device import features, kernels, search
 from amnet.device.network import Network
 from amnet.device.recognizer import Recognizer
 from amnet.device.spec import DeviceSpec, SpecError
-from amnet.flops import LinearSpec
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.rnnt import decoding, frontend, lm
+from amnet.rnnt.flops import LinearSpec
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 from neuraldiff import model_file
 from tests.test_train import ROOT, _env
 

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from amnet import flops
-from amnet.lstm import LSTM
+from amnet.rnnt import flops
+from amnet.rnnt.lstm import LSTM
 from benchmarks import models, utilization
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import frontend, mel
+from amnet.rnnt import frontend, mel
 
 librosa = pytest.importorskip("librosa")
 

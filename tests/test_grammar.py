@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from amnet.data import grammar
-from amnet.data.lexicon import SLOT_VALUES
-from amnet.text import normalize_text
+from amnet.data.corpus import grammar
+from amnet.data.corpus.lexicon import SLOT_VALUES
+from amnet.data.text import normalize_text
 
 
 def test_number_words():

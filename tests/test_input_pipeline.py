@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from amnet.data import input_pipeline as ip
-from amnet.text import CharTokenizer
+from amnet.data.text import CharTokenizer
 from tests.conftest import tiny_name
 
 TOKENIZER = CharTokenizer()

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet.latency import simulate, simulate_batch
+from amnet.amortized.latency import simulate, simulate_batch
 
 DELTA, P = 0.03, 650e6
 

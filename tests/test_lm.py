@@ -1,4 +1,4 @@
-"""The n-gram LM and lexicon automata (`amnet.lm`) and their shallow fusion in beam search."""
+"""The n-gram LM and lexicon automata (`amnet.rnnt.lm`) and their shallow fusion in beam search."""
 
 import collections
 import math
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import decoding, lm
-from amnet.text import CharTokenizer
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.data.text import CharTokenizer
+from amnet.rnnt import decoding, lm
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 
 def test_bigram_scores_a_sentence_as_hand_computed_kneser_ney():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from amnet import metrics
-from amnet.metrics import ErrorCounts, char_errors, word_errors
+from amnet.evaluation import metrics
+from amnet.evaluation.metrics import ErrorCounts, char_errors, word_errors
 
 
 def test_word_errors_count_edits_after_normalization():

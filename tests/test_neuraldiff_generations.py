@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from amnet import results as results_io
-from amnet.data import grammar
-from amnet.metrics import word_errors, word_recall
+from amnet.data.corpus import grammar
+from amnet.evaluation import results as results_io
+from amnet.evaluation.metrics import word_errors, word_recall
 from experiments import compare, neuraldiff_biasing, neuraldiff_generations, neuraldiff_training
 from experiments.configs import neuraldiff as neuraldiff_config
 from neuraldiff import model_file, package

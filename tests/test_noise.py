@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from amnet.data import noise
+from amnet.data.corpus import noise
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])

@@ -15,9 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import checkpointing, frontend, objective, optim, train_step, trainer
-from amnet.metric_writers import read_metrics
-from amnet.transducer import Transducer, TransducerConfig
+from amnet import trainer
+from amnet.amortized import objective
+from amnet.rnnt import frontend
+from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.training import checkpointing, optim
+from amnet.training import step as train_step
+from amnet.training.metric_writers import read_metrics
 from experiments.configs import baseline
 from tests.conftest import HANG_GUARD_S, tiny_name
 from tests.test_train import ROOT, _env, _final_params, _leaves, _run, _train_command

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import rnnt
+from amnet.rnnt import loss as rnnt
 
 jax.config.update("jax_enable_x64", False)
 

@@ -9,8 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet import objective, rnnt, rnnt_pruned
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.amortized import objective
+from amnet.rnnt import loss as rnnt
+from amnet.rnnt import pruned_loss as rnnt_pruned
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 B, T, U, H, V = 3, 9, 5, 6, 7
 

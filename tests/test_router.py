@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet import router
+from amnet.amortized import router
 
 
 def test_forward_is_one_hot_and_gradient_is_the_soft_samples():

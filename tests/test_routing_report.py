@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amnet import routing_report
+from amnet.evaluation import routing as routing_report
 from experiments import amnet_matched
 
 RATE, FRAME = 16_000, 480  # 30 ms encoder frames

@@ -1,4 +1,5 @@
-"""The results schema and the one scorer (`amnet.results`, `amnet.scoring`), and compare's
+"""The results schema and the one scorer (`amnet.evaluation.results`, `amnet.evaluation.scoring`),
+and compare's
 joining rules (`experiments.compare`)."""
 
 import dataclasses
@@ -7,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from amnet import metrics, scoring
-from amnet import results as results_io
-from amnet.flops import frame_costs
-from amnet.latency import simulate
-from amnet.transducer import TransducerConfig
+from amnet.amortized.latency import simulate
+from amnet.evaluation import metrics, scoring
+from amnet.evaluation import results as results_io
+from amnet.rnnt.flops import frame_costs
+from amnet.rnnt.transducer import TransducerConfig
 from experiments import compare
 
 MODEL = TransducerConfig(input_dim=12, vocab_size=29, encoder_layers=1, encoder_hidden=16,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from amnet import results as results_io
-from amnet.metric_writers import read_metrics
+from amnet.evaluation import results as results_io
+from amnet.training.metric_writers import read_metrics
 from experiments import compare, sweep
 from tests.conftest import tiny_name
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amnet.text import (
+from amnet.data.text import (
     ALPHABET,
     BLANK_ID,
     CharTokenizer,

@@ -11,9 +11,12 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch is the optional extra `torch` (pip install -e '.[torch]'); the "
                     "parity tests need it")
 
-from amnet import build, checkpointing, decoding, frontend, rnnt, trainer  # noqa: E402
+from amnet import build, trainer  # noqa: E402
 from amnet.data import input_pipeline  # noqa: E402
-from amnet.transducer import Transducer, TransducerConfig  # noqa: E402
+from amnet.rnnt import decoding, frontend  # noqa: E402
+from amnet.rnnt import loss as rnnt  # noqa: E402
+from amnet.rnnt.transducer import Transducer, TransducerConfig  # noqa: E402
+from amnet.training import checkpointing  # noqa: E402
 from experiments.torch_baselines import convert  # noqa: E402
 from experiments.torch_baselines import decoding as torch_decoding  # noqa: E402
 from experiments.torch_baselines.rnnt_loss import rnnt_loss as torch_rnnt_loss  # noqa: E402
@@ -121,10 +124,10 @@ def test_a_jax_trained_model_decodes_the_same_transcripts_in_pytorch(tiny_dense_
 
 def test_pytorch_pruner_masks_what_the_jax_pruner_zeroes():
     """The PyTorch runner's sparse schedule: at a prune step, the same entries of every
-    encoder kernel as `amnet.pruning.make_pruner` (same sparsity, same tie order)."""
+    encoder kernel as `amnet.amortized.pruning.make_pruner` (same sparsity, same tie order)."""
     import ml_collections
 
-    from amnet import pruning
+    from amnet.amortized import pruning
     from experiments.torch_baselines.train import Pruner
 
     config = _config("sparse(0.8)")

@@ -13,9 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from amnet import results as results_io
 from amnet import trainer
-from amnet.metric_writers import read_metrics
+from amnet.evaluation import results as results_io
+from amnet.training.metric_writers import read_metrics
 from experiments.configs.baseline import get_config
 from tests.conftest import HANG_GUARD_S, tiny_name
 
@@ -105,8 +105,11 @@ def test_the_tiny_run_learned_from_the_audio(tiny_dense_run):
 DP_SCRIPT = """
 import json, sys
 import jax, numpy as np
-from amnet import frontend, objective, optim, train_step
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.amortized import objective
+from amnet.rnnt import frontend
+from amnet.training import optim
+from amnet.training import step as train_step
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 from experiments.configs.baseline import get_config
 config = get_config("tiny")
 model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))

@@ -9,13 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from amnet import decoding, frontend
 from amnet.data import input_pipeline as ip
-from amnet.lstm import LSTMStack
-from amnet.metrics import word_errors
-from amnet.predictor import StatelessPredictor
-from amnet.text import CharTokenizer
-from amnet.transducer import Transducer, TransducerConfig
+from amnet.data.text import CharTokenizer
+from amnet.evaluation.metrics import word_errors
+from amnet.rnnt import decoding, frontend
+from amnet.rnnt.lstm import LSTMStack
+from amnet.rnnt.predictor import StatelessPredictor
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 from tests.conftest import tiny_name
 
 SMALL = TransducerConfig(input_dim=12, vocab_size=7, encoder_layers=2, encoder_hidden=16,
@@ -72,9 +72,9 @@ def test_stateless_predictor_steps_equal_the_sequence_and_see_only_its_context()
 
 @pytest.mark.parametrize("projection", [None, 5])
 def test_hand_written_lstm_backward_equals_autodiff_of_the_scan(projection, monkeypatch):
-    """`amnet.lstm_recurrence`: same outputs, final carry and gradients (inputs, kernels,
+    """`amnet.rnnt.lstm_recurrence`: same outputs, final carry and gradients (inputs, kernels,
     initial carry) as autodiff of the plain scan, with padded frames and a projection."""
-    from amnet import lstm
+    from amnet.rnnt import lstm
 
     stack = LSTMStack(6, 8, 2, projection)
     rng = np.random.default_rng(0)

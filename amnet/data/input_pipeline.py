@@ -38,7 +38,7 @@ from absl import logging
 from etils import epath
 
 from amnet.data import speed_perturbation
-from amnet.text import Tokenizer, TranscriptError
+from amnet.data.text import Tokenizer, TranscriptError
 
 
 class DataError(ValueError):

@@ -8,7 +8,7 @@ the recognizer's configuration (`spec`), and runs it frame by frame:
     features    log-mel features as the JAX frontend computes them, whole or streaming
     kernels     dense, sparse (CSR) and low-rank linear maps
     network     the encoder (AmNet: only the chosen branch runs), prediction network, joint
-    search      greedy and beam search (+ shallow fusion), as `amnet.decoding` does it
+    search      greedy and beam search (+ shallow fusion), as `amnet.rnnt.decoding` does it
     recognizer  `Recognizer.load(path)`, `transcribe(audio)`, `stream()`
 
 Formulation and figures: docs/device.md.

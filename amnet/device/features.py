@@ -1,4 +1,4 @@
-"""Log-mel features in NumPy, as `amnet.frontend` computes them in JAX, whole or streaming.
+"""Log-mel features in NumPy, as `amnet.rnnt.frontend` computes them in JAX, whole or streaming.
 
 Same definition (frames of `win_length` samples every `hop_length`, periodic Hann window,
 |rfft(n_fft)|^2, HTK mel filters, log with a floor, per-channel normalization, `stack` frames
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amnet.mel import mel_filterbank
+from amnet.rnnt.mel import mel_filterbank
 
 
 class Frontend:

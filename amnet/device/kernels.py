@@ -2,7 +2,7 @@
 
     Dense     one float32 matrix `[in, out]`
     Sparse    CSR of the transposed matrix (`[out, in]`, SciPy): only the non-zeros are stored
-              and multiplied, 2 * nnz FLOPs (`amnet.flops`), for a kernel trained sparse
+              and multiplied, 2 * nnz FLOPs (`amnet.rnnt.flops`), for a kernel trained sparse
     LowRank   two thin products, `(x U) V` with U `[in, r]`, V `[r, out]`
     Int8      a dense matrix stored as int8 with one float32 scale per output column
               (symmetric: W[:, j] ~= q[:, j] * s_j, s_j = max_i |W[i, j]| / 127, so each entry
@@ -10,7 +10,7 @@
               float32 on the fly (NumPy has no int8 GEMM), trading speed for memory
 
 `linear(params, name, spec)` builds the one a parameter tree holds: `name` for dense and sparse
-kernels, `name_u` / `name_v` for low rank (`amnet.lstm.weight_param`). `stacked` joins two maps
+kernels, `name_u` / `name_v` for low rank (`amnet.rnnt.lstm.weight_param`). `stacked` joins two maps
 of the same output width applied to two inputs, `[x, h] -> x W_x + h W_h`, into one (one sparse
 matrix, one dense matrix, or block-diagonal low-rank factors): at batch 1 a NumPy call costs
 microseconds whatever its size, so fewer, larger products are what makes thin ones pay off.
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse
 
-from amnet.flops import LinearSpec
+from amnet.rnnt.flops import LinearSpec
 
 
 class Dense:

@@ -1,7 +1,8 @@
-"""The transducer in NumPy, one frame and one label at a time (`amnet.transducer`'s equations).
+"""The transducer in NumPy, one frame and one label at a time (`amnet.rnnt.transducer`'s equations).
 
 Encoder (batch 1): per frame, with K >= 2 branches, the arbitrator scores the branches from the
-frame and the simulated processor's backlog (`amnet.encoder`), and only the chosen branch runs;
+frame and the simulated processor's backlog (`amnet.amortized.encoder`), and only the chosen branch
+runs;
 its LSTM states go on to the next frame, whichever branch ran. Prediction network (LSTM or
 stateless) and joint take a leading axis N of hypotheses (beam search). All arithmetic is
 float32 (also for a model trained with bfloat16 matmuls); sums may round differently from XLA's
@@ -22,7 +23,7 @@ import scipy.special
 
 from amnet.device import kernels
 from amnet.device.spec import DeviceSpec
-from amnet.flops import LinearSpec
+from amnet.rnnt.flops import LinearSpec
 
 Carry = tuple[np.ndarray, np.ndarray]
 
@@ -114,7 +115,7 @@ class Encoder:
 
 
 class Predictor:
-    """Embedding, then an LSTM stack or the stateless window (`amnet.predictor`)."""
+    """Embedding, then an LSTM stack or the stateless window (`amnet.rnnt.predictor`)."""
 
     def __init__(self, spec: DeviceSpec, params: Mapping[str, np.ndarray], int8: bool = False):
         m = spec.model

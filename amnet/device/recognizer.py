@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from amnet import lm as lm_lib
 from amnet.device import features, search
 from amnet.device.network import Network
 from amnet.device.spec import DeviceSpec
+from amnet.rnnt import lm as lm_lib
 from neuraldiff import model_file
 
 # Labels per segment at most (the JAX decoders' bound is the run's eval.max_length, 160 for the
@@ -111,7 +111,7 @@ class Recognizer:
              lm_weights: Sequence[float] = (0.15,), length_bonus: float = 0.5,
              beam: int = 1, **kwargs) -> Recognizer:
         """The recognizer of a model file (checked: fingerprint, configuration); `lm`: automaton
-        files (`amnet.lm`) fused with `lm_weights` (needs beam >= 2)."""
+        files (`amnet.rnnt.lm`) fused with `lm_weights` (needs beam >= 2)."""
         model = model_file.read(path)
         spec = DeviceSpec.from_metadata(model.metadata, str(path))
         fusion = None

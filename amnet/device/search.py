@@ -1,4 +1,4 @@
-"""Greedy and beam search over one stream, a frame at a time (`amnet.decoding` in NumPy).
+"""Greedy and beam search over one stream, a frame at a time (`amnet.rnnt.decoding` in NumPy).
 
 Greedy: per frame, up to `max_symbols` times, the joint's argmax; a blank moves on to the next
 frame, a label is appended and advances the prediction network.
@@ -7,7 +7,7 @@ Beam (K hypotheses, frame-synchronous): within a frame each hypothesis emits 0 t
 labels (the best K one-label extensions at each sub-step) and then a blank; blank-terminated
 candidates are pooled, candidates with the same label sequence (a rolling hash) merged by adding
 their probabilities, and the best K go on. Shallow fusion adds `sum_a w_a log P_a(v | s_a) +
-length_bonus` per label and each automaton's end-of-sentence score at the end (`amnet.lm`).
+length_bonus` per label and each automaton's end-of-sentence score at the end (`amnet.rnnt.lm`).
 Ties are broken towards the lower index, as `jax.lax.top_k` and `argmax` do, and sums are
 float32 in the JAX order, so both give the same hypotheses.
 """
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from amnet.device.network import Network, take
-from amnet.lm import END, Automaton
+from amnet.rnnt.lm import END, Automaton
 
-NEG = np.float32(-1e30)  # as amnet.rnnt.NEG
+NEG = np.float32(-1e30)  # as amnet.rnnt.loss.NEG
 _HASH = np.uint32(1_000_003)
 
 

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from amnet import flops
-from amnet.text import normalize_text
+from amnet.data.text import normalize_text
+from amnet.rnnt import flops
 
 METADATA_KEY = "amnet"
 FORMAT = "amnet-device/1"
@@ -92,7 +92,7 @@ class DeviceSpec:
         return tuple(flops.LinearSpec.parse(s) for s in self.model["encoder_branches"])
 
     def branch_flops(self) -> np.ndarray:
-        """C_k: counted FLOPs of a frame sent to each branch (`amnet.flops`), float32."""
+        """C_k: counted FLOPs of a frame sent to each branch (`amnet.rnnt.flops`), float32."""
         return np.asarray(flops.frame_costs(SimpleNamespace(**self.model)).per_branch,
                           np.float32)
 

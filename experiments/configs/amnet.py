@@ -18,9 +18,9 @@ The processor speed P is set so that the dense baseline needs `realtime_factor` 
 import ml_collections
 from ml_collections import config_dict
 
-from amnet import flops
-from amnet.text import CharTokenizer
-from amnet.transducer import TransducerConfig
+from amnet.data.text import CharTokenizer
+from amnet.rnnt import flops
+from amnet.rnnt.transducer import TransducerConfig
 from experiments.configs import baseline
 
 MODELS = ("lowrank", "sparse", "lowrank-noamr", "sparse-noamr", "lowrank-upl", "sparse-upl",

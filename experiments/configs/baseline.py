@@ -42,7 +42,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.frontend.num_mels = 80
     c.frontend.stack = 3
     # Per-channel global CMVN, statistics from `cmvn_utterances` training utterances, stored in
-    # the run's config (amnet.cmvn); "global" uses the scalars feature_mean / feature_std.
+    # the run's config (amnet.rnnt.cmvn); "global" uses the scalars feature_mean / feature_std.
     c.frontend.normalization = "cmvn"
     c.frontend.cmvn_utterances = 2000
     c.frontend.cmvn_mean = config_dict.placeholder(list)
@@ -60,24 +60,24 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.model.encoder_hidden = 256
     c.model.encoder_projection = config_dict.placeholder(int)
     c.model.embed_dim = 64
-    c.model.predictor = "lstm"  # or "stateless" (amnet.predictor)
+    c.model.predictor = "lstm"  # or "stateless" (amnet.rnnt.predictor)
     c.model.predictor_context = 2  # labels a stateless predictor sees
     c.model.predictor_layers = 1
     c.model.predictor_hidden = 256
     c.model.joint_dim = 256
-    c.model.ctc_head = True  # the auxiliary CTC loss on the encoder (amnet.ctc)
+    c.model.ctc_head = True  # the auxiliary CTC loss on the encoder (amnet.rnnt.ctc)
     # Without it the CMVN model learns to emit the transcript at the first frames from the
     # prediction network alone (docs/rnnt.md, the recipe).
     c.model.blank_bias_init = 3.0
     c.model.dtype = "float32"  # "bfloat16": bf16 matmuls, fp32 params and loss
     c.model.loss_frames_per_chunk = 1  # 1 on CPU; 5-10 on GPU/TPU (docs/rnnt.md)
-    # "pruned" (amnet.rnnt_pruned): the full joint on prune_range tokens per frame, chosen by a
+    # "pruned" (amnet.rnnt.pruned_loss): the full joint on prune_range tokens per frame, chosen by a
     # simple joint; 1.4x the steps of the exact "fused" loss in the same time (docs/rnnt.md).
     c.model.loss = "pruned"
     c.model.prune_range = 5
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.ctc_weight = 0.3  # L = (1 - w) L_rnnt + w L_ctc (amnet.objective)
+    c.loss.ctc_weight = 0.3  # L = (1 - w) L_rnnt + w L_ctc (amnet.amortized.objective)
     c.loss.ctc_only_steps = 0  # CTC alone for the first steps (an encoder warm-up)
     c.loss.normalization = "token"  # summed loss / target tokens of the batch
     c.loss.simple_scale = 0.5  # pruned loss: weight of the simple joint's loss after warm-up
@@ -105,7 +105,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.train.keep_best = 1
     c.train.max_nonfinite_steps = 5  # consecutive non-finite steps (each skipped) that stop the run
 
-    # Shallow fusion in beam search (amnet.lm, amnet.decoding): a character n-gram LM of the
+    # Shallow fusion in beam search (amnet.rnnt.lm, amnet.rnnt.decoding): a character n-gram LM of
+    # the
     # training transcripts, built into the run dir; weights chosen on the validation split.
     c.lm = ml_collections.ConfigDict()
     c.lm.order = 6

@@ -28,7 +28,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.data.tokenizer = config_dict.placeholder(str)  # a sentencepiece .model (build_tokenizer)
     c.data.vocab_size = 4096  # what build_tokenizer should make; checked against the model
     c.frontend.spec_augment = True
-    # The LM of `amnet.lm` is a dense [contexts, vocabulary] table: right for characters, far
+    # The LM of `amnet.rnnt.lm` is a dense [contexts, vocabulary] table: right for characters, far
     # too large for 4,096 wordpieces; this recipe decodes without shallow fusion.
     del c["lm"]
     if preset == "tiny":

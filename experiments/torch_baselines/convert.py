@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from amnet.flops import LinearSpec
-from amnet.transducer import TransducerConfig
+from amnet.rnnt.flops import LinearSpec
+from amnet.rnnt.transducer import TransducerConfig
 from experiments.torch_baselines.model import MaskedLSTM, TorchTransducer
 
 Params = dict[str, Any]

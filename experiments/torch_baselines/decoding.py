@@ -1,4 +1,4 @@
-"""Greedy RNN-T decoding in PyTorch, the rule of `amnet.decoding.greedy_step`: at each frame
+"""Greedy RNN-T decoding in PyTorch, the rule of `amnet.rnnt.decoding.greedy_step`: at each frame
 up to `max_symbols_per_frame` times take the joint's argmax; a blank moves on, a label is
 emitted and advances the prediction network."""
 

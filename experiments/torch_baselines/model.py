@@ -1,6 +1,6 @@
-"""The RNN-T of `amnet.transducer` with one encoder, in PyTorch, numerically the same.
+"""The RNN-T of `amnet.rnnt.transducer` with one encoder, in PyTorch, numerically the same.
 
-Same computation as the JAX model (`amnet/lstm.py`, `amnet/transducer.py`): LSTM gates in
+Same computation as the JAX model (`amnet/rnnt/lstm.py`, `amnet/rnnt/transducer.py`): LSTM gates in
 order (i, f, g, o) with one bias, optional projection (LSTMP), frames past an utterance's
 length keep the carry and output zeros; embedding of [blank, y_1..y_U] into an LSTM prediction
 network; joint `tanh(enc W_e + b_e + pred W_p) W_out + b_out`. Dense and sparse encoders use
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amnet.flops import LinearSpec
-from amnet.transducer import TransducerConfig
+from amnet.rnnt.flops import LinearSpec
+from amnet.rnnt.transducer import TransducerConfig
 
 
 def _valid(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -105,7 +105,7 @@ class TorchTransducer(nn.Module):
             self.encoder = nn.ModuleList(MaskedLSTM(d, config.encoder_hidden,
                                                     config.encoder_projection) for d in dims)
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
-        if config.predictor == "stateless":  # amnet.predictor: the last c labels, one layer
+        if config.predictor == "stateless":  # amnet.rnnt.predictor: the last c labels, one layer
             self.predictor = nn.ModuleList([nn.Linear(config.predictor_context * config.embed_dim,
                                                       config.predictor_hidden)])
         else:
@@ -141,7 +141,7 @@ class TorchTransducer(nn.Module):
 
     def stateless(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings `[B, L, E]` -> relu(window of the last c @ W + b) `[B, L, H]`, zeros before
-        the start (`amnet.predictor.StatelessPredictor`)."""
+        the start (`amnet.rnnt.predictor.StatelessPredictor`)."""
         context = self.config.predictor_context
         padded = nn.functional.pad(x, (0, 0, context - 1, 0))
         windows = torch.cat([padded[:, k: k + x.shape[1]] for k in range(context)], dim=-1)

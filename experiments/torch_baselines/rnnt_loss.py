@@ -1,4 +1,4 @@
-"""The RNN-T loss in plain PyTorch (no torchaudio), the same lattice as `amnet.rnnt`:
+"""The RNN-T loss in plain PyTorch (no torchaudio), the same lattice as `amnet.rnnt.loss`:
 
   alpha(0, 0) = 0
   alpha(t, u) = logaddexp(alpha(t-1, u) + blank(t-1, u), alpha(t, u-1) + emit(t, u-1))

@@ -1,15 +1,16 @@
 r"""Train and evaluate a PyTorch baseline (single-encoder RNN-T: dense, sparse or low-rank) on
-the project's data pipeline; the run directory receives the shared results (`amnet.results`).
+the project's data pipeline; the run directory receives the shared results
+(`amnet.evaluation.results`).
 
     python -m experiments.torch_baselines.train \
         --config=experiments/configs/baseline.py:tiny --workdir=runs/torch_tiny \
         [--config.model.encoder_hidden=64] [--init=jax|torch] [--restart]
 
 Same config files as `experiments.train`. What is shared with a JAX run of the same config:
-the grain pipeline (same batches in the same order), the features (`amnet.train_step.
+the grain pipeline (same batches in the same order), the features (`amnet.training.step.
 train_features`, SpecAugment masks included, from the same seed), the initial weights
 (`--init=jax`, the default: the JAX model's initialization converted by `convert.to_torch`),
-the optimizer (global-norm clipping, AdamW on `amnet.optim.learning_rate_schedule`), the
+the optimizer (global-norm clipping, AdamW on `amnet.training.optim.learning_rate_schedule`), the
 pruning schedule of a sparse encoder, and the scorer. What differs: PyTorch computes the model,
 loss and gradients (eager, padding trimmed to each batch's longest utterance), there is no
 periodic validation, and the test set is decoded greedily only (no beam search in the port:
@@ -32,12 +33,17 @@ import safetensors.torch
 import torch
 from absl import app, flags, logging
 
-from amnet import build, cmvn, frontend, optim, pruning, scoring, train_step, trainer
-from amnet import results as results_io
+from amnet import build, trainer
+from amnet.amortized import pruning
 from amnet.data import input_pipeline
-from amnet.flops import LinearSpec
-from amnet.metric_writers import MetricWriter
-from amnet.transducer import Transducer
+from amnet.evaluation import results as results_io
+from amnet.evaluation import scoring
+from amnet.rnnt import cmvn, frontend
+from amnet.rnnt.flops import LinearSpec
+from amnet.rnnt.transducer import Transducer
+from amnet.training import optim
+from amnet.training import step as train_step
+from amnet.training.metric_writers import MetricWriter
 from experiments.torch_baselines import convert
 from experiments.torch_baselines.decoding import greedy_decode
 from experiments.torch_baselines.model import MaskedLSTM, TorchTransducer
@@ -63,9 +69,9 @@ def _trimmed(features, lengths, batch) -> tuple[torch.Tensor, ...]:
 
 
 class Pruner:
-    """`amnet.pruning.make_pruner` for a sparse PyTorch encoder: at prune steps the smallest
-    |w| of each encoder kernel are masked (same cubic schedule, same tie order); the masks stay
-    fixed in between."""
+    """`amnet.amortized.pruning.make_pruner` for a sparse PyTorch encoder: at prune steps the
+    smallest |w| of each encoder kernel are masked (same cubic schedule, same tie order); the
+    masks stay fixed in between."""
 
     WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "weight_hr_l0")
 
@@ -111,7 +117,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: Path, restart: bool) -> 
 def asr_loss(rnnt: torch.Tensor, ctc_logits: torch.Tensor, lengths: torch.Tensor,
              tokens: torch.Tensor, token_lengths: torch.Tensor, loss: ml_collections.ConfigDict,
              step: int, blank: int) -> torch.Tensor:
-    """`amnet.objective.asr_loss` in PyTorch: (1 - w) rnnt + w ctc (CTC alone during the
+    """`amnet.amortized.objective.asr_loss` in PyTorch: (1 - w) rnnt + w ctc (CTC alone during the
     warm-up); utterances whose targets do not fit their frames get no CTC cost."""
     ctc = torch.nn.functional.ctc_loss(
         torch.log_softmax(ctc_logits, dim=-1).transpose(0, 1), tokens, lengths, token_lengths,

@@ -5,7 +5,8 @@
          "beam_lm" (beam search with the run's LM fused, null: not decoded; optional)}
         `branches` has one digit per encoder frame: the branch that ran it ("0" = the only or
         the first branch), so FLOPs and latency can be recounted without the model.
-    <run>/metrics.json    the scored run: `amnet.scoring.score` of outputs.jsonl plus what the
+    <run>/metrics.json    the scored run: `amnet.evaluation.scoring.score` of outputs.jsonl plus
+    what the
         run was (framework, config, dataset, model description, hardware, train time).
 
 Both are JSON (no pickle); `read_metrics` and `read_outputs` name the file and the field when

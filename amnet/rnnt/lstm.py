@@ -4,12 +4,13 @@ Gates (order i, f, g, o), with x_t `[B, D]` and carry (h, c):
   z = x_t W_x + h W_h + b;  c' = sigmoid(f) * c + sigmoid(i) * tanh(g);  h' = sigmoid(o) * tanh(c')
 and, with a projection (LSTMP), h' <- h' W_p. The input product x W_x of a whole sequence is
 hoisted out of the time loop (one large matmul); the recurrence runs in `lax.scan`, with the
-hand-written backward pass of `amnet.lstm_recurrence` for float32 dense/sparse kernels. Frames
+hand-written backward pass of `amnet.rnnt.lstm_recurrence` for float32 dense/sparse kernels. Frames
 past an utterance's length leave the carry unchanged and output zeros, so the final carry is
 the state after the last real frame (what a streaming session continues from).
 
-Every weight matrix is stored as its `LinearSpec` says (`amnet.flops`): `dense` and `sparse` as
-one `[in, out]` kernel (a sparse kernel holds exact zeros, kept by `amnet.pruning`), `lowrank(r)`
+Every weight matrix is stored as its `LinearSpec` says (`amnet.rnnt.flops`): `dense` and `sparse` as
+one `[in, out]` kernel (a sparse kernel holds exact zeros, kept by `amnet.amortized.pruning`),
+`lowrank(r)`
 as two factors `kernel_u` `[in, r]` and `kernel_v` `[r, out]`, multiplied in that order.
 """
 
@@ -22,8 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import lstm_recurrence
-from amnet.flops import LinearSpec
+from amnet.rnnt import lstm_recurrence
+from amnet.rnnt.flops import LinearSpec
 
 Carry = tuple[jax.Array, jax.Array]  # (h [B, P], c [B, H])
 Weight = jax.Array | tuple[jax.Array, jax.Array]  # [in, out], or low-rank factors (u, v)
@@ -87,7 +88,7 @@ HAND_WRITTEN_BACKWARD = True
 
 
 def _hand_written_backward(recurrent: Weight, projection: Weight | None) -> bool:
-    """Whether `amnet.lstm_recurrence` applies: float32 kernels stored as one matrix."""
+    """Whether `amnet.rnnt.lstm_recurrence` applies: float32 kernels stored as one matrix."""
     return HAND_WRITTEN_BACKWARD and all(isinstance(w, jax.Array) and w.dtype == jnp.float32
                for w in (recurrent, projection) if w is not None)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import tensorflow_datasets as tfds
 
-from amnet.data import grammar, spoken_commands
+from amnet.data.corpus import grammar, spoken_commands
 
 
 @dataclasses.dataclass(frozen=True)

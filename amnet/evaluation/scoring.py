@@ -1,9 +1,9 @@
 """The one scorer of test outputs, whichever framework decoded them.
 
 Rules (the same for JAX runs, PyTorch baselines and results produced elsewhere):
-  WER       jiwer edit counts on transcripts normalized by `amnet.text.normalize_text`, pooled
+  WER       jiwer edit counts on transcripts normalized by `amnet.data.text.normalize_text`, pooled
             over the split (errors / reference words)
-  FLOPs     counted per frame by `amnet.flops.frame_costs` from the model description: a frame
+  FLOPs     counted per frame by `amnet.rnnt.flops.frame_costs` from the model description: a frame
             run by branch k costs C_k (encoder branch + arbitrator + decoder work)
   latency   `amnet.latency.simulate` of each utterance's frame costs on one processor of P
             FLOP/s with frames every Δ; UPL mean / p90 / max over utterances
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from amnet import metrics, results
-from amnet.flops import LinearSpec, frame_costs
-from amnet.latency import simulate
-from amnet.results import UtteranceOutput
-from amnet.text import normalize_text
-from amnet.transducer import TransducerConfig
+from amnet.amortized.latency import simulate
+from amnet.data.text import normalize_text
+from amnet.evaluation import metrics, results
+from amnet.evaluation.results import UtteranceOutput
+from amnet.rnnt.flops import LinearSpec, frame_costs
+from amnet.rnnt.transducer import TransducerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ def dataset_fingerprint(outputs: Sequence[UtteranceOutput]) -> str:
 
 def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
           latency: LatencyModel) -> dict[str, Any]:
-    """The scored columns of metrics.json (`amnet.results.FIELDS`) for `outputs`."""
+    """The scored columns of metrics.json (`amnet.evaluation.results.FIELDS`) for `outputs`."""
     if not outputs:
         raise ValueError("no outputs to score")
     ids = [o.id for o in outputs]
@@ -123,7 +123,8 @@ def run_metrics(outputs: Sequence[UtteranceOutput], *, run: str, framework: str,
                 dataset: str, split: str, model: TransducerConfig, latency: LatencyModel,
                 config: dict | None, train_time_s: float | None, hardware: dict[str, Any],
                 update_bytes: int | None = None) -> dict[str, Any]:
-    """A whole metrics.json record (`amnet.results`): the scores of `outputs` and the run."""
+    """A whole metrics.json record (`amnet.evaluation.results`): the scores of `outputs` and the
+    run."""
     scored = score(outputs, model, latency)
     scored["dataset"].update(name=dataset, split=split)
     return {"schema": results.SCHEMA, "run": run, "framework": framework, "config": config,

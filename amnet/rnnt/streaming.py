@@ -9,7 +9,8 @@ excluded. The whole stream state (LSTM states, decoder state, simulated finish t
 one flat float32 vector: every output buffer of a jitted call costs several microseconds on the
 host, as much as the low-rank branch's arithmetic, so one buffer instead of a dozen.
 
-The backlog the arbitrator sees is the simulated processor's (`amnet.latency`, counted FLOPs at
+The backlog the arbitrator sees is the simulated processor's (`amnet.amortized.latency`, counted
+FLOPs at
 the model's configured speed), exactly as in training, so the decisions do not depend on the
 speed of the machine running the benchmark.
 """
@@ -25,9 +26,9 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from amnet import decoding
-from amnet.flops import frame_costs
-from amnet.transducer import Transducer
+from amnet.rnnt import decoding
+from amnet.rnnt.flops import frame_costs
+from amnet.rnnt.transducer import Transducer
 
 Params = Any
 

@@ -21,9 +21,9 @@ import tensorflow_datasets as tfds
 import tqdm
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from amnet.data import recipe
-from amnet.data.grammar import NUM_GENERATIONS
-from amnet.data.speech_synth import TARGET_SAMPLE_RATE, Synthesizer
+from amnet.data.corpus import recipe
+from amnet.data.corpus.grammar import NUM_GENERATIONS
+from amnet.data.corpus.speech_synth import TARGET_SAMPLE_RATE, Synthesizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ The full joint costs B T (U+1) H V; most of the lattice carries no probability m
    probability (the posterior that the alignment passes through it).
 2. For each frame t, the window of `s_range` consecutive token positions
    `[s_begin[t], s_begin[t] + s_range)` holding the most occupation. The full joint is
-   evaluated only there (`[B, T, s_range, V]`), and the lattice recursion of `amnet.rnnt`
+   evaluated only there (`[B, T, s_range, V]`), and the lattice recursion of `amnet.rnnt.loss`
    runs with every node outside the windows impossible.
 
 Windows (`prune_ranges`) are clipped to [0, U_b + 1 - s_range], the first starts at 0, the
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from amnet.rnnt import NEG, lattice_nll, pad_targets
+from amnet.rnnt.loss import NEG, lattice_nll, pad_targets
 
 
 class PrunedCosts(NamedTuple):

@@ -1,4 +1,4 @@
-"""Word and character error rates with jiwer, on transcripts normalized by `amnet.text`."""
+"""Word and character error rates with jiwer, on transcripts normalized by `amnet.data.text`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 import jiwer
 import numpy as np
 
-from amnet.text import normalize_text
+from amnet.data.text import normalize_text
 
 
 @dataclasses.dataclass(frozen=True)

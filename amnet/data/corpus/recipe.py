@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from amnet.data import noise as noise_lib
-from amnet.data.grammar import Grammar
-from amnet.data.speech_synth import TARGET_SAMPLE_RATE, Speaker, Synthesizer, all_speakers
-from amnet.text import normalize_text
+from amnet.data.corpus import noise as noise_lib
+from amnet.data.corpus.grammar import Grammar
+from amnet.data.corpus.speech_synth import TARGET_SAMPLE_RATE, Speaker, Synthesizer, all_speakers
+from amnet.data.text import normalize_text
 
 SPLITS = ("train", "validation", "test")
 # Utterances rendered in sequence by one fresh process: part of the corpus definition, since

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from amnet.flops import LinearSpec
+from amnet.rnnt.flops import LinearSpec
 
 Params = Any
 KERNELS = ("input_kernel", "recurrent_kernel", "projection_kernel")

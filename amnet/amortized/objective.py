@@ -1,6 +1,6 @@
 """Training objectives: RNN-T (+ auxiliary CTC), and AmNet's RNN-T + compute cost + amortization.
 
-The transducer's part, with a CTC head (`amnet.ctc`) and `loss` config block:
+The transducer's part, with a CTC head (`amnet.rnnt.ctc`) and `loss` config block:
   L_asr = (1 - w) · L_rnnt + w · L_ctc      (w = loss.ctc_weight)
 (L_rnnt: the exact loss, or the pruned and simple losses of `transducer_loss`)
 and L_asr = L_ctc alone for the first `loss.ctc_only_steps` steps (a CTC warm-up of the
@@ -11,7 +11,7 @@ Per utterance of n frames (DESIGN.md; `docs/amnet.md` has our reading):
       [+ λ_ent · mean_t H(p_t), `amnet.entropy_weight`: sharpens p_t; 0 by default]
 with p_t = softmax(z_t) the arbitrator's distribution over branches (the straight-through
 Gumbel sample is drawn from it), E_p[C] = Σ_k p_t[k] C_k, C_k the counted FLOPs of a frame
-routed to branch k (`amnet.flops.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
+routed to branch k (`amnet.rnnt.flops.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
 backlog of the simulated processor (no gradient). The ablation `amortization = "upl"` replaces
 the third term by λ_upl · UPL / Δ, the utterance's final user-perceived latency in frames,
 differentiated through the latency recursion into the straight-through decisions.
@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from amnet import router
-from amnet.encoder import RoutingTrace
-from amnet.flops import frame_costs
-from amnet.transducer import Losses, Transducer
+from amnet.amortized import router
+from amnet.amortized.encoder import RoutingTrace
+from amnet.rnnt.flops import frame_costs
+from amnet.rnnt.transducer import Losses, Transducer
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # A frame counts as decided when max_k p_t[k] exceeds this ("confident": p = softmax(z), the

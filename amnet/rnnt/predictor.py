@@ -6,7 +6,7 @@ with zeros before the start. Unlike an LSTM over the whole label history it cann
 sentence: it sees c labels (2: a character bigram context), so the transducer has to take the
 words from the encoder, not from a language model of the training templates (the stateless
 transducers of icefall, after Ghodsi et al., ICASSP 2020). It has the same interface as
-`amnet.lstm.LSTMStack` (whole sequences, `step`, `initial_carry`); its carry is the window of
+`amnet.rnnt.lstm.LSTMStack` (whole sequences, `step`, `initial_carry`); its carry is the window of
 the c-1 previous embeddings `[B, c-1, E]`.
 """
 

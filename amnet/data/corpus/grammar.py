@@ -6,7 +6,7 @@ Each intent holds templates. Template syntax:
   `(a|b|c)`    one alternative, chosen uniformly;
   `[words]`    optional words, present with probability 1/2.
 Slots may sit inside groups; groups do not nest. Every produced sentence is already in
-normalized form (`amnet.text.normalize_text`).
+normalized form (`amnet.data.text.normalize_text`).
 
 Generations: g0 holds the base domains. Generation k >= 1 adds intents (new domains) and new slot
 values (new entities and words). `sample(rng, k, fresh=True)` draws a sentence that is *new in
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from amnet.data.lexicon import SLOT_VALUES
+from amnet.data.corpus.lexicon import SLOT_VALUES
 
 NUM_GENERATIONS = len(SLOT_VALUES)
 

@@ -4,9 +4,9 @@ Runs inside the jitted train/eval step (on the accelerator), on padded int16 aud
 
 log-mel: frames of `win_length` samples every `hop_length` (no centering: frame i covers
 samples [i*hop, i*hop + win)), periodic Hann window, |rfft(n_fft)|^2, HTK-scale triangular mel
-filters (`amnet.mel`: unit peak, no area normalization) between `f_min` and `f_max`, then
+filters (`amnet.rnnt.mel`: unit peak, no area normalization) between `f_min` and `f_max`, then
 `log(max(mel, log_floor))`, normalized as `(x - feature_mean) / feature_std` (scalars, or one
-value per mel channel: global CMVN, statistics of the training split from `amnet.cmvn`). A
+value per mel channel: global CMVN, statistics of the training split from `amnet.rnnt.cmvn`). A
 waveform of L samples gives `1 + (L - win) // hop` frames (0 if L < win); padded frames are
 zeroed. SpecAugment fills its masks with 0, the normalized features' mean under CMVN.
 """
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amnet.mel import mel_filterbank
+from amnet.rnnt.mel import mel_filterbank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class FrontendConfig:
     f_max: float = 8_000.0
     log_floor: float = 1e-6
     # Global feature normalization (x - mean) / std, fixed per corpus (streaming-friendly):
-    # scalars, or per-channel tuples of `num_mels` values (CMVN, `amnet.cmvn`).
+    # scalars, or per-channel tuples of `num_mels` values (CMVN, `amnet.rnnt.cmvn`).
     feature_mean: float | tuple[float, ...] = 0.0
     feature_std: float | tuple[float, ...] = 1.0
 

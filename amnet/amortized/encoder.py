@@ -10,7 +10,7 @@ Per frame t (shapes for a batch of B utterances):
   g_t   = straight-through Gumbel one-hot (training, `noise` given) or onehot(argmax z_t)
   s^k_t = branch_k(x_t, s_{t-1})                      every layer's (h, c), for each k
   s_t   = Σ_k g_t[k] s^k_t                            = the chosen branch's state (g is one-hot)
-  c_t   = Σ_k g_t[k] C_k;  f_t = max(f_{t-1}, a_t) + c_t / P   (`amnet.latency`)
+  c_t   = Σ_k g_t[k] C_k;  f_t = max(f_{t-1}, a_t) + c_t / P   (`amnet.amortized.latency`)
 with C_k the counted FLOPs of a frame routed to branch k (arbitrator, branch, decoder work),
 a_t = (t + 1) Δ and P the processor speed the model is trained for. The backlog enters the
 arbitrator under stop_gradient. Training computes every branch; `step` (streaming, batch 1)
@@ -30,10 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import router
-from amnet.arbitrator import Arbitrator, ArbitratorWeights, arbitrator_logits
-from amnet.flops import LinearSpec
-from amnet.lstm import Carry, LayerWeights, LSTMStack, layer_step, lstm_cell, matmul
+from amnet.amortized import router
+from amnet.amortized.arbitrator import Arbitrator, ArbitratorWeights, arbitrator_logits
+from amnet.rnnt.flops import LinearSpec
+from amnet.rnnt.lstm import Carry, LayerWeights, LSTMStack, layer_step, lstm_cell, matmul
 
 
 class EncoderState(NamedTuple):

@@ -1,11 +1,12 @@
 """The streaming RNN-T model: LSTM encoder, prediction network (LSTM, or stateless:
-`amnet.predictor`), additive joint.
+`amnet.rnnt.predictor`), additive joint.
 
     model = Transducer(TransducerConfig(...))
     params = model.init(rng, features, feature_lengths, targets, target_lengths)["params"]
     costs = model.apply({"params": params}, features, feature_lengths, targets, target_lengths)
 
-The encoder is `amnet.encoder.Encoder`: one branch (the dense baseline, or a single sparse or
+The encoder is `amnet.amortized.encoder.Encoder`: one branch (the dense baseline, or a single
+sparse or
 low-rank encoder) or K >= 2 branches with an arbitrator (AmNet). `forward` also returns the
 routing trace that AmNet's loss needs.
 
@@ -13,7 +14,7 @@ Shapes: features `[B, T, D]` (stacked log-mels, 30 ms frames), targets `[B, U]`,
 vocabulary V (id 0 = blank, also the prediction network's start symbol).
 Joint: `logits = tanh(enc_proj + pred_proj) @ W_out + b_out`, enc_proj = encoder output @ W_e + b,
 pred_proj = prediction output @ W_p. With `ctc_head`, a linear layer on the encoder output gives
-CTC logits `[B, T, V]` for the auxiliary CTC loss (`amnet.ctc`; training and diagnostics only).
+CTC logits `[B, T, V]` for the auxiliary CTC loss (`amnet.rnnt.ctc`; training and diagnostics only).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet import ctc, flops, rnnt, rnnt_pruned
-from amnet.encoder import Encoder, EncoderState, RoutingTrace
-from amnet.lstm import LSTMStack
-from amnet.predictor import StatelessPredictor
+from amnet.amortized.encoder import Encoder, EncoderState, RoutingTrace
+from amnet.rnnt import ctc, flops
+from amnet.rnnt import loss as rnnt
+from amnet.rnnt import pruned_loss as rnnt_pruned
+from amnet.rnnt.lstm import LSTMStack
+from amnet.rnnt.predictor import StatelessPredictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +55,13 @@ class TransducerConfig:
     dtype: str = "float32"  # matmul dtype ("bfloat16" for mixed precision; params stay fp32)
     loss_frames_per_chunk: int = 1  # frames per rematerialized step of the fused loss
     # "fused": the exact loss (`amnet.rnnt.rnnt_loss_fused`); "pruned": the pruned loss with a
-    # simple joint (`amnet.rnnt_pruned`), the full joint on `prune_range` tokens per frame.
+    # simple joint (`amnet.rnnt.pruned_loss`), the full joint on `prune_range` tokens per frame.
     loss: str = "fused"
     prune_range: int = 5
     # Encoder branches: specs `dense`, `sparse(s)`, `lowrank(r)`; two or more make an AmNet.
     encoder_branches: tuple[str, ...] = ("dense",)
     arbitrator_hidden: int = 16
-    # The processor the arbitrator is trained for (its backlog input): `amnet.latency`.
+    # The processor the arbitrator is trained for (its backlog input): `amnet.amortized.latency`.
     frame_period_s: float = 0.03
     processor_flops: float = 1e8
 

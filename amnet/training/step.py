@@ -26,9 +26,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from amnet import ctc, decoding, frontend
-from amnet.objective import Objective, rnnt_objective
-from amnet.transducer import Transducer
+from amnet.amortized.objective import Objective, rnnt_objective
+from amnet.rnnt import ctc, decoding, frontend
+from amnet.rnnt.transducer import Transducer
 
 Params = Any
 
@@ -120,7 +120,8 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
 
-    objective: `amnet.objective` signature; default plain RNN-T. Its per-utterance metrics are
+    objective: `amnet.amortized.objective` signature; default plain RNN-T. Its per-utterance
+    metrics are
       reported as weighted means over the global batch.
     constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
     merge: when given, the model runs on `merge(state.frozen, state.params)` and only
@@ -191,7 +192,7 @@ def make_decoder(model: Transducer, frontend_config: frontend.FrontendConfig, *,
                  max_length: int, max_symbols_per_frame: int,
                  fusion: decoding.Fusion | None = None):
     """Returns `decode(params, global_batch) -> (tokens, lengths)`; beam 0 means greedy.
-    `fusion`: automata fused into the beam search (an n-gram LM, a lexicon: `amnet.lm`)."""
+    `fusion`: automata fused into the beam search (an n-gram LM, a lexicon: `amnet.rnnt.lm`)."""
     if fusion is not None and not beam:
         raise ValueError("shallow fusion needs beam search (beam > 0)")
 
@@ -212,7 +213,7 @@ def make_decoder(model: Transducer, frontend_config: frontend.FrontendConfig, *,
 
 def make_ctc_decoder(model: Transducer, frontend_config: frontend.FrontendConfig):
     """Returns `decode(params, global_batch) -> (tokens, lengths)`: CTC greedy decoding of the
-    encoder's CTC head (`amnet.ctc`)."""
+    encoder's CTC head (`amnet.rnnt.ctc`)."""
 
     def decode(params, batch):
         features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],

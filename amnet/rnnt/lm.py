@@ -4,7 +4,7 @@ Both are deterministic automata over the transducer's vocabulary (token ids, id 
 a state per context, `log_probs[s, v]` = log P(v | s) and `next_state[s, v]` the state after
 emitting v, column 0 holding the end of the sentence (`</s>`, scored once when an utterance
 ends). Decoding keeps one state per hypothesis and adds `weight * log_probs[s, v]` per label
-(`amnet.decoding`): two table lookups, the same cost whatever the order.
+(`amnet.rnnt.decoding`): two table lookups, the same cost whatever the order.
 
 N-gram LM: interpolated Kneser-Ney over token sequences padded with n-1 start symbols. For a
 context h of the highest order (n-1 tokens) with counts c(h, v), and for lower orders with
@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-NEG = -1e30  # as amnet.rnnt.NEG: a finite "log 0"
+NEG = -1e30  # as amnet.rnnt.loss.NEG: a finite "log 0"
 END = 0  # column of the end of the sentence (the blank id never appears in a transcript)
 FORMAT = "amnet-automaton/1"
 MAX_TABLE_ENTRIES = 2**27  # [S, V] entries of a table (two tables of 512 MiB each at most)

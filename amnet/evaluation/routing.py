@@ -18,12 +18,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from amnet import decoding, frontend, train_step
+from amnet.amortized.latency import simulate
+from amnet.amortized.objective import CONFIDENT
 from amnet.data import input_pipeline
-from amnet.flops import frame_costs
-from amnet.latency import simulate
-from amnet.objective import CONFIDENT
-from amnet.transducer import Transducer
+from amnet.rnnt import decoding, frontend
+from amnet.rnnt.flops import frame_costs
+from amnet.rnnt.transducer import Transducer
+from amnet.training import step as train_step
 
 Params = Any
 # Energy-based silence label (`silence_frames`): the utterance's noise floor is this percentile

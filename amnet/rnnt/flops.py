@@ -89,7 +89,7 @@ def encoder_frame_flops(input_dim: int, hidden: int, num_layers: int,
 
 
 def arbitrator_flops(input_dim: int, hidden: int, branches: int) -> int:
-    """The arbitrator MLP (`amnet.arbitrator`), one frame: [x; backlog] -> relu(hidden) ->
+    """The arbitrator MLP (`amnet.amortized.arbitrator`), one frame: [x; backlog] -> relu(hidden) ->
     logits, with the backlog also feeding the logits directly."""
     first = linear_flops(input_dim + 1, hidden) + 2 * hidden  # matmul, bias, relu
     return first + linear_flops(hidden + 1, branches) + branches
@@ -104,7 +104,7 @@ def decoder_frame_flops(encoder_output: int, joint: int, vocab: int, embed: int,
     about one frame in two on spoken commands)."""
     joint_eval = linear_flops(encoder_output, joint) + joint + 2 * joint
     joint_eval += linear_flops(joint, vocab) + 2 * vocab
-    if stateless_context:  # `amnet.predictor`: one layer on the last c embeddings, relu
+    if stateless_context:  # `amnet.rnnt.predictor`: one layer on the last c embeddings, relu
         predictor = linear_flops(stateless_context * embed, predictor_hidden) + 2 * predictor_hidden
     else:
         predictor = encoder_frame_flops(embed, predictor_hidden, predictor_layers)
@@ -126,7 +126,7 @@ class FrameCosts:
 
 
 def frame_costs(config) -> FrameCosts:
-    """`FrameCosts` of a `amnet.transducer.TransducerConfig`."""
+    """`FrameCosts` of a `amnet.rnnt.transducer.TransducerConfig`."""
     specs = [LinearSpec.parse(b) for b in config.encoder_branches]
     branches = tuple(encoder_frame_flops(config.input_dim, config.encoder_hidden,
                                          config.encoder_layers, config.encoder_projection, s)

@@ -2,7 +2,8 @@
 
 Every part shared with the dense model (prediction network, joint, embeddings) is copied.
 Each encoder branch starts from the dense encoder's weights:
-  dense, sparse(s)  the dense kernels (a sparse branch is then pruned gradually, `amnet.pruning`)
+  dense, sparse(s)  the dense kernels (a sparse branch is then pruned gradually,
+  `amnet.amortized.pruning`)
   lowrank(r)        the best rank-r approximation of each kernel (truncated SVD, W ~= U V with
                     U = U_r sqrt(S_r), V = sqrt(S_r) V_r^T)
 The arbitrator keeps its fresh initialization.
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amnet.flops import LinearSpec
+from amnet.rnnt.flops import LinearSpec
 
 Params = Any
 

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from amnet import frontend
+from amnet.rnnt import frontend
 
 # The std is floored (a channel that never varies would divide by ~0).
 MIN_STD = 1e-3

@@ -12,7 +12,7 @@ Beam: hypotheses `[B, K]`, frame-synchronous. Within a frame each hypothesis emi
 blank; the blank-terminated candidates are pooled, candidates with the same label sequence
 (compared by a rolling hash) are merged by adding their probabilities, and the best K go on.
 
-Shallow fusion (`Fusion`): automata of `amnet.lm` (an n-gram LM, a lexicon) each keep a state
+Shallow fusion (`Fusion`): automata of `amnet.rnnt.lm` (an n-gram LM, a lexicon) each keep a state
 per hypothesis; a label v adds `sum_a weight_a * log P_a(v | state_a) + length_bonus` to the
 hypothesis' score, and the end of the utterance adds each automaton's end-of-sentence score.
 With no automata (or all weights 0 and no bonus) the search is plain beam search.
@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from amnet.lm import END
-from amnet.rnnt import NEG
-from amnet.transducer import Transducer
+from amnet.rnnt.lm import END
+from amnet.rnnt.loss import NEG
+from amnet.rnnt.transducer import Transducer
 
 Params = Any
 
@@ -127,7 +127,7 @@ class Fusion(NamedTuple):
 
     @classmethod
     def of(cls, automata: list, weights: list[float], length_bonus: float = 0.0) -> Fusion:
-        """From `amnet.lm.Automaton`s and their weights."""
+        """From `amnet.rnnt.lm.Automaton`s and their weights."""
         return cls(tuple(jnp.asarray(a.log_probs) for a in automata),
                    tuple(jnp.asarray(a.next_state) for a in automata),
                    jnp.asarray([a.start for a in automata], jnp.int32),
