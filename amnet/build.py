@@ -1,13 +1,20 @@
-"""Components from a run config (`experiments/configs/*`): the transducer's and the
-frontend's configs. Light on imports, so that steps and benchmarks can use it without the data
-stack."""
+"""The composition root: every component a run is made of, from its config
+(`experiments/configs/*`): tokenizer, frontend and SpecAugment, the transducer with its encoder,
+the optimizer, the training objective and the sparse-branch pruner. Every entry point, the
+trainer, the update trainer, benchmarks and tests build models here, and nowhere else."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
-from amnet.rnnt import frontend
-from amnet.rnnt.transducer import TransducerConfig
+from amnet.amortized import objective as amnet_objective
+from amnet.amortized import pruning
+from amnet.amortized.encoder import Encoder
+from amnet.data.text import CharTokenizer, SentencePieceTokenizer, Tokenizer
+from amnet.rnnt import flops, frontend
+from amnet.rnnt import objective as rnnt_objective
+from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransducerConfig:
@@ -15,9 +22,61 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Transduc
                             vocab_size=vocab_size, **config.model.to_dict())
 
 
+def encoder(config: TransducerConfig) -> Encoder:
+    """The encoder of `config`: one LSTM stack (`encoder_branches` of one spec: the dense
+    baseline, or a single sparse or low-rank encoder), or AmNet's K branches with an arbitrator
+    trained for `processor_flops` (`amnet.amortized.encoder`)."""
+    return Encoder(
+        config.input_dim, config.encoder_hidden, config.encoder_layers,
+        config.encoder_projection, jnp.dtype(config.dtype),
+        branches=tuple(flops.LinearSpec.parse(b) for b in config.encoder_branches),
+        arbitrator_hidden=config.arbitrator_hidden,
+        branch_flops=tuple(float(f) for f in flops.frame_costs(config).per_branch),
+        frame_period_s=config.frame_period_s, processor_flops=config.processor_flops,
+        hand_written_backward=config.lstm_backward == "hand_written")
+
+
+def transducer(config: TransducerConfig) -> Transducer:
+    """The RNN-T of `config` with its encoder."""
+    return Transducer(config, encoder(config))
+
+
+def model(config: ml_collections.ConfigDict, vocab_size: int) -> Transducer:
+    """The RNN-T of a run config for a tokenizer of `vocab_size` tokens."""
+    return transducer(model_config(config, vocab_size))
+
+
+def tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
+    """`data.tokenizer`: "char" or a sentencepiece model (checked against `data.vocab_size`)."""
+    if config.data.tokenizer == "char":
+        return CharTokenizer()
+    if not config.data.tokenizer:
+        raise ValueError("config.data.tokenizer is unset: give 'char' or a sentencepiece model "
+                         "(python -m experiments.build_tokenizer)")
+    tokens = SentencePieceTokenizer(config.data.tokenizer)
+    expected = config.data.get("vocab_size")
+    if expected and tokens.vocab_size != expected:
+        raise ValueError(f"{config.data.tokenizer} has {tokens.vocab_size} pieces, the config "
+                         f"expects data.vocab_size={expected}")
+    return tokens
+
+
 def loss_normalization(config: ml_collections.ConfigDict) -> str:
     """What the train step divides the summed loss by (`loss.normalization`)."""
     return config.loss.get("normalization", "utterance") if "loss" in config else "utterance"
+
+
+def objective(config: ml_collections.ConfigDict, model: Transducer):
+    """(objective, constrain): AmNet's loss for two or more branches, the plain RNN-T loss
+    otherwise; the pruner when a branch is sparse."""
+    branches = model.config.encoder_branches
+    loss_config = config.get("loss")
+    loss = (amnet_objective.amnet_objective(model, config.amnet, loss_config)
+            if len(branches) > 1 else rnnt_objective.rnnt_objective(model, loss_config))
+    constrain = pruning.make_pruner(branches, config.pruning) if "pruning" in config else None
+    if constrain is None and pruning.sparse_branches(branches):
+        raise ValueError("a sparse branch needs a `pruning` block in the config")
+    return loss, constrain
 
 
 def frontend_configs(config: ml_collections.ConfigDict):

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import ml_collections
 
-from amnet import build, trainer
+from amnet import build
 from amnet.device.spec import METADATA_KEY, DeviceSpec
-from amnet.training import checkpointing
+from amnet.training import checkpointing, rundir
 from neuraldiff import model_file, updates
 
 
 def device_spec(config: ml_collections.ConfigDict) -> DeviceSpec:
     """The recognizer's configuration from a run's (resolved) config."""
-    tokenizer = trainer.make_tokenizer(config)
+    tokenizer = build.tokenizer(config)
     model = dataclasses.asdict(build.model_config(config, tokenizer.vocab_size))
     front, _ = build.frontend_configs(config)
     spec = DeviceSpec(model, dataclasses.asdict(front), tokenizer.token_texts(),
@@ -44,4 +44,4 @@ def export_run(run_dir: str | Path, out: str | Path, version: int = 0) -> str:
     fingerprint."""
     params, _ = checkpointing.load_params(run_dir)
     return model_file.save(out, updates.flat(params), version=version,
-                           metadata=device_metadata(trainer.read_run_config(run_dir)))
+                           metadata=device_metadata(rundir.read_run_config(run_dir)))

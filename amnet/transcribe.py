@@ -45,14 +45,15 @@ DECODERS = ("greedy", "beam", "beam_lm")
 
 
 def _from_run(run_dir: Path, args) -> Recognizer:
-    from amnet import export, trainer
-    from amnet.training import checkpointing
+    from amnet import export
+    from amnet.evaluation import shallow_fusion
+    from amnet.training import checkpointing, rundir
     from neuraldiff import updates
 
-    config = trainer.read_run_config(run_dir)
+    config = rundir.read_run_config(run_dir)
     params, _ = checkpointing.load_params(run_dir)
     spec = export.device_spec(config)
-    kwargs = _decoder_options(args, spec, run_dir / trainer.LM_FILE, config.lm.weight,
+    kwargs = _decoder_options(args, spec, run_dir / shallow_fusion.LM_FILE, config.lm.weight,
                               config.lm.length_bonus)
     return Recognizer(spec, updates.flat(params), int8=args.int8, **kwargs)
 

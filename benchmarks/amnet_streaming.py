@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from amnet import build, trainer
+from amnet import build
+from amnet.data import datasets
 from amnet.evaluation import routing as routing_report
 from amnet.rnnt import streaming
 from amnet.rnnt.transducer import Transducer
-from amnet.training import checkpointing
-from amnet.training import step as train_step
+from amnet.training import checkpointing, parallel, rundir
 from benchmarks import models
 
 _DENSE = flags.DEFINE_string("dense_run", None, "Run dir of the dense model.")
@@ -39,9 +39,9 @@ _SINGLE_THREAD = flags.DEFINE_bool(
 
 
 def _from_run(run: str) -> tuple[Transducer, dict, ml_collections.ConfigDict]:
-    config = trainer.read_run_config(run, _DATA_DIR.value)
+    config = rundir.read_run_config(run, _DATA_DIR.value)
     params, meta = checkpointing.load_params(run)
-    model = trainer.Transducer(build.model_config(config, meta["vocab_size"]))
+    model = build.model(config, meta["vocab_size"])
     return model, params, config
 
 
@@ -56,11 +56,11 @@ def main(argv: Sequence[str]) -> None:
     if _DENSE.value:
         dense, dense_params, _ = _from_run(_DENSE.value)
         amnet, amnet_params, config = _from_run(_AMNET.value)
-        tokenizer = trainer.make_tokenizer(config)
+        tokenizer = build.tokenizer(config)
         front, _ = build.frontend_configs(config)
-        split = trainer.open_eval_split(config, config.data.test_split, tokenizer)
+        split = datasets.open_eval_split(config, config.data.test_split, tokenizer)
         utterances = [u.features for u in routing_report.collect(
-            amnet, amnet_params, split, tokenizer, front, train_step.make_mesh(1),
+            amnet, amnet_params, split, tokenizer, front, parallel.make_mesh(1),
             keep_features=_UTTERANCES.value, max_utterances=_UTTERANCES.value)]
     else:
         (dense, dense_params) = models.fresh_model("single-dense")

@@ -37,12 +37,16 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from amnet.data import datasets  # noqa: E402
+from amnet.data.text import CHAR_VOCAB_SIZE  # noqa: E402
 from amnet.device import search  # noqa: E402
 from amnet.device.kernels import DENSE  # noqa: E402
 from amnet.device.network import Network  # noqa: E402
 from amnet.device.recognizer import Recognizer  # noqa: E402
 from amnet.device.spec import DeviceSpec  # noqa: E402
+from amnet.evaluation import shallow_fusion  # noqa: E402
 from amnet.rnnt.flops import LinearSpec  # noqa: E402
+from amnet.training import rundir  # noqa: E402
 
 
 def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
@@ -66,15 +70,15 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
     """With `onnx_dir`, the same for the ONNX graphs run by onnxruntime (fp32, int8)."""
     import jiwer
 
-    from amnet import export, trainer
+    from amnet import export
     from amnet.rnnt import lm
     from amnet.training import checkpointing
     from neuraldiff import updates
 
-    config = trainer.read_run_config(run_dir, data_dir)
+    config = rundir.read_run_config(run_dir, data_dir)
     spec = export.device_spec(config)
     params = updates.flat(checkpointing.load_params(run_dir)[0])
-    fusion = search.Fusion.of([lm.load(run_dir / trainer.LM_FILE)], [config.lm.weight],
+    fusion = search.Fusion.of([lm.load(run_dir / shallow_fusion.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
     size = sum(v.nbytes for v in params.values())
@@ -96,7 +100,7 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
                                             **bound))]
     jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
                                         .splitlines())}
-    source = trainer.open_dataset(config, config.data.test_split)
+    source = datasets.open_dataset(config, config.data.test_split)
     count = min(utterances, len(source))
     rows = ["| decoder | runtime (model bytes) | utterances | identical to JAX | WER device "
             "| WER JAX | RTF |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -125,7 +129,8 @@ def _branch_model(fast: str, rng: np.random.Generator):
     """A `small`-size AmNet (dense + `fast`) with random weights, as flat params and a spec."""
     from amnet.rnnt import frontend
 
-    model = {"vocab_size": 29, "input_dim": 240, "encoder_layers": 3, "encoder_hidden": 256,
+    vocab = CHAR_VOCAB_SIZE
+    model = {"vocab_size": vocab, "input_dim": 240, "encoder_layers": 3, "encoder_hidden": 256,
              "encoder_projection": None, "embed_dim": 64, "predictor": "lstm",
              "predictor_context": 2, "predictor_layers": 1, "predictor_hidden": 256,
              "joint_dim": 256, "blank": 0, "encoder_branches": ["dense", fast],
@@ -151,13 +156,13 @@ def _branch_model(fast: str, rng: np.random.Generator):
             params[f"{prefix}/bias"] = np.zeros(1024, np.float32)
     for name, shape in (("encoder/arbitrator/w1", (241, 16)), ("encoder/arbitrator/b1", (16,)),
                         ("encoder/arbitrator/w2", (17, 2)), ("encoder/arbitrator/b2", (2,)),
-                        ("embed/embedding", (29, 64)), ("predictor/layers_0/input_kernel",
+                        ("embed/embedding", (vocab, 64)), ("predictor/layers_0/input_kernel",
                                                         (64, 1024)),
                         ("predictor/layers_0/recurrent_kernel", (256, 1024)),
                         ("predictor/layers_0/bias", (1024,)),
                         ("encoder_to_joint/kernel", (256, 256)), ("encoder_to_joint/bias", (256,)),
                         ("predictor_to_joint/kernel", (256, 256)),
-                        ("output_kernel", (256, 29)), ("output_bias", (29,))):
+                        ("output_kernel", (256, vocab)), ("output_bias", (vocab,))):
         weight(name, shape)
     params["output_bias"][0] = 1e4  # every frame: one joint evaluation, then blank
     spec = DeviceSpec(model, dataclasses.asdict(frontend.FrontendConfig()),

@@ -10,6 +10,7 @@ from amnet import build
 from amnet.data.text import CharTokenizer
 from amnet.rnnt import cmvn, flops, frontend
 from amnet.rnnt.transducer import Transducer
+from amnet.training import parallel
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline, librispeech
 
@@ -24,7 +25,7 @@ def fresh_model(name: str, preset: str = "small") -> tuple[Transducer, dict]:
     """(model, params) of `experiments/configs/amnet.py:<preset>,<name>` (e.g. `single-dense`,
     `lowrank`), character vocabulary, seed 0."""
     config = amnet_config.get_config(f"{preset},{name}")
-    model = Transducer(build.model_config(config, CHARACTERS))
+    model = build.model(config, CHARACTERS)
     frames = 10
     params = model.init(jax.random.key(0), np.zeros((1, frames, model.config.input_dim)),
                         np.array([frames]), np.ones((1, 2), np.int32), np.array([2]))["params"]
@@ -64,28 +65,30 @@ class TrainStep:
     `batch` utterances of length bucket `bucket`; `run()` takes one step and waits for it."""
 
     def __init__(self, batch: int, bucket: int = 0, loss_frames_per_chunk: int | None = None,
-                 preset: str = "small", loss: str = "fused"):
-        from amnet.amortized import objective
+                 preset: str = "small", loss: str = "fused",
+                 lstm_backward: str = "hand_written"):
+        from amnet.rnnt import objective
         from amnet.training import optim
         from amnet.training import step as train_step
 
         config, vocab = step_config(batch, preset, loss)
         if loss_frames_per_chunk:
             config.model.loss_frames_per_chunk = loss_frames_per_chunk
+        config.model.lstm_backward = lstm_backward
         buckets = [tuple(b) for b in config.data.buckets]
         config.data.buckets = (buckets[bucket], *buckets[:bucket], *buckets[bucket + 1:])
         self.config = config
         self.front, augment = build.frontend_configs(config)
-        self.model = Transducer(build.model_config(config, vocab))
+        self.model = build.model(config, vocab)
         optimizer = optim.make_optimizer(config.optimizer, 1000)
-        mesh = train_step.make_mesh(1)
+        mesh = parallel.make_mesh(1)
         self.state = train_step.create_train_state(self.model, optimizer, buckets[bucket],
                                                    self.front, config.seed, mesh)
         self.step = train_step.make_train_step(
             self.model, optimizer, mesh, self.front, augment,
             objective.rnnt_objective(self.model, config.loss),
             normalization=build.loss_normalization(config))
-        self.batch = train_step.global_batch(synthetic_batch(config, batch, vocab), mesh)
+        self.batch = parallel.global_batch(synthetic_batch(config, batch, vocab), mesh)
         self.batch_size = batch
         self.samples, self.labels = buckets[bucket]
         self.frontend_frames = int(frontend.num_frames(self.samples, self.front))

@@ -60,11 +60,15 @@ def summarize(trace_dir: Path, top: int) -> tuple[float, list[tuple[str, float, 
     return (end - begin) / 1e6, [(name, seconds, counts[name]) for name, seconds in ranked]
 
 
+def _lstm_backward() -> str:
+    return "autodiff" if _AUTODIFF_LSTM.value else "hand_written"
+
+
 def profile_train_step(out: Path) -> float:
     from benchmarks import models
 
-    bench = models.TrainStep(_BATCH.value,
-                             loss_frames_per_chunk=_LOSS_CHUNK.value)
+    bench = models.TrainStep(_BATCH.value, loss_frames_per_chunk=_LOSS_CHUNK.value,
+                             lstm_backward=_lstm_backward())
     bench.run()
     start = time.perf_counter()
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
@@ -86,8 +90,8 @@ def train_step_parts() -> dict[str, float]:
     from amnet.rnnt.transducer import Transducer
     from benchmarks import models
 
-    bench = models.TrainStep(_BATCH.value,
-                             loss_frames_per_chunk=_LOSS_CHUNK.value)
+    bench = models.TrainStep(_BATCH.value, loss_frames_per_chunk=_LOSS_CHUNK.value,
+                             lstm_backward=_lstm_backward())
     model, front, batch = bench.model, bench.front, bench.batch
     params = jax.tree.map(jnp.copy, bench.state.params)  # the step donates its state
 
@@ -147,9 +151,6 @@ def profile_streaming(out: Path) -> float:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from amnet.rnnt import lstm
-
-    lstm.HAND_WRITTEN_BACKWARD = not _AUTODIFF_LSTM.value
     if _TARGET.value == "parts":
         print(f"| small train step, batch {_BATCH.value}, first bucket | ms (median of 5) |\n"
               "|---|---:|")

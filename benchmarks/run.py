@@ -90,10 +90,8 @@ _timed = utilization.median_seconds
 
 def case_train_step_jax(batch: int, steps: int, hand_written_backward: bool = True,
                         bucket: int = 0, preset: str = "small", loss: str = "fused") -> dict:
-    from amnet.rnnt import lstm
-
-    lstm.HAND_WRITTEN_BACKWARD = hand_written_backward
-    bench = models.TrainStep(batch, bucket, preset=preset, loss=loss)
+    bench = models.TrainStep(batch, bucket, preset=preset, loss=loss,
+                             lstm_backward="hand_written" if hand_written_backward else "autodiff")
     rss_before = _peak_rss_mib()
     start = time.perf_counter()
     bench.run()
@@ -228,8 +226,8 @@ def case_loss(variant: str, b: int, t: int, u: int, v: int, h: int, repeats: int
 def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
     import jax
 
-    from amnet import build, trainer
-    from amnet.data import input_pipeline
+    from amnet import build
+    from amnet.data import datasets, input_pipeline
     from amnet.data.corpus import spoken_commands
     from amnet.data.text import CharTokenizer
     from amnet.rnnt import frontend
@@ -244,8 +242,8 @@ def case_pipeline(batch: int, batches: int, data_dir: str | None) -> dict:
         config.data.name, config.data.data_dir = "spoken_commands/tiny_g0_s7", data_dir
         corpus = "tiny_g0 (built for the benchmark)"
     tokenizer = CharTokenizer()
-    source = trainer.open_dataset(config, "train")
-    pipe = trainer.pipeline_config(config, batch_size=batch, train=True)
+    source = datasets.open_dataset(config, "train")
+    pipe = datasets.pipeline_config(config, batch_size=batch, train=True)
     report = input_pipeline.scan(source, tokenizer, pipe)
     front, _ = build.frontend_configs(config)
     featurize = jax.jit(lambda a, n: frontend.featurize(a, n, front))
@@ -341,13 +339,12 @@ def _random_params(preset: str):
     import numpy as np
 
     from amnet import build
-    from amnet.rnnt.transducer import Transducer
     from experiments.configs import baseline, librispeech
 
     config = (librispeech.get_config("full") if preset == "librispeech"
               else baseline.get_config(preset))
-    vocab = config.data.get("vocab_size") or 29
-    model = Transducer(build.model_config(config, vocab))
+    vocab = config.data.get("vocab_size") or models.CHARACTERS
+    model = build.model(config, vocab)
     frames = 4
     return jax.device_get(model.init(
         jax.random.key(0), np.zeros((1, frames, model.config.input_dim), np.float32),

@@ -22,11 +22,9 @@ import numpy as np
 from absl import app, flags
 
 from amnet import build
-from amnet.amortized import objective
 from amnet.data.text import CharTokenizer
-from amnet.rnnt import cmvn
-from amnet.rnnt.transducer import Transducer
-from amnet.training import optim
+from amnet.rnnt import cmvn, objective
+from amnet.training import optim, parallel
 from amnet.training import step as train_step
 from experiments.configs import baseline
 from neuraldiff import hashed, sparse, tree
@@ -66,11 +64,7 @@ def _state(kind: str, model, optimizer, config, front, mesh) -> train_step.Train
         buckets = hashed.allocate_buckets(sizes, sum(sizes.values()) // 10)
         variables = hashed.init(params, buckets)
         frozen = {"params": params, "seeds": variables["diff_hash"]}
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    diff = jax.device_put(variables["diff"], replicated)
-    return train_step.TrainState(step=state.step, params=diff,
-                                 opt_state=jax.device_put(optimizer.init(diff), replicated),
-                                 rng=state.rng, frozen=jax.device_put(frozen, replicated))
+    return train_step.new_state(variables["diff"], optimizer, state.rng, mesh, frozen)
 
 
 MERGES = {"dense": None,
@@ -83,14 +77,14 @@ def measure(kind: str, backend: str, config, batch: dict) -> dict:
                          devices=jax.devices(backend)[:1])
     tokenizer = CharTokenizer()
     front, augment = build.frontend_configs(config)
-    model = Transducer(build.model_config(config, tokenizer.vocab_size))
+    model = build.model(config, tokenizer.vocab_size)
     optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
     step = train_step.make_train_step(model, optimizer, mesh, front, augment,
                                       objective.rnnt_objective(model, config.get("loss")),
                                       merge=MERGES[kind],
                                       normalization=build.loss_normalization(config))
     state = _state(kind, model, optimizer, config, front, mesh)
-    device_batch = train_step.global_batch(batch, mesh)
+    device_batch = parallel.global_batch(batch, mesh)
     start = time.perf_counter()
     state, metrics = step(state, device_batch)
     first_loss = float(metrics["loss"])

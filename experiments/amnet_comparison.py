@@ -15,12 +15,13 @@ import ml_collections
 import numpy as np
 
 from amnet import build, trainer
+from amnet.data import datasets
 from amnet.evaluation import results as results_io
 from amnet.evaluation import routing as routing_report
+from amnet.evaluation import scoring
 from amnet.rnnt import streaming
 from amnet.rnnt.flops import LinearSpec
-from amnet.training import checkpointing
-from amnet.training import step as train_step
+from amnet.training import checkpointing, parallel, rundir
 from experiments import amnet_matched, amnet_plots, sweep
 from experiments.configs import amnet as amnet_config
 
@@ -50,7 +51,7 @@ class Comparison:
         config = amnet_config.get_config(f"{self.preset},{name}")
         config.init.dense_run = str(Path(self.dense_run).absolute())
         # Fine-tuned on the corpus its dense parent was trained on.
-        config.data.name = trainer.read_run_config(self.dense_run).data.name
+        config.data.name = rundir.read_run_config(self.dense_run).data.name
         if self.data_dir:
             config.data.data_dir = self.data_dir
         if self.steps:
@@ -58,27 +59,16 @@ class Comparison:
         return config
 
 
-def train(name: str, config: ml_collections.ConfigDict, workdir: Path) -> dict:
-    results = workdir / "results.json"
-    if results.exists():
-        print(f"{name}: reusing the finished run in {workdir}")
-        return json.loads(results.read_text())
-    resume = (workdir / "config.json").exists()
-    print(f"{name}: {'resuming' if resume else 'fine-tuning'} {config.model.encoder_branches} "
-          f"for {config.train.steps} steps in {workdir}")
-    return trainer.train_and_evaluate(config, str(workdir), resume=resume)
-
-
 def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, results: dict,
              reference: ml_collections.ConfigDict, setup: Comparison) -> tuple[dict, list]:
     """One table row and the per-utterance routing records of model `name`."""
-    tokenizer = trainer.make_tokenizer(config)
+    tokenizer = build.tokenizer(config)
     # The frontend the run trained with (its stored config holds the CMVN statistics).
-    front, _ = build.frontend_configs(trainer.read_run_config(run_dir))
-    model = trainer.Transducer(build.model_config(config, tokenizer.vocab_size))
+    front, _ = build.frontend_configs(rundir.read_run_config(run_dir))
+    model = build.model(config, tokenizer.vocab_size)
     params, _ = checkpointing.load_params(run_dir)
-    mesh = train_step.make_mesh(1)
-    split = trainer.open_eval_split(config, config.data.test_split, tokenizer)
+    mesh = parallel.make_mesh(1)
+    split = datasets.open_eval_split(config, config.data.test_split, tokenizer)
     keep = max(setup.stream_utterances, setup.plot_utterances)
     utterances = routing_report.collect(model, params, split, tokenizer, front, mesh,
                                         keep_features=keep)
@@ -146,12 +136,12 @@ def matched(setup: Comparison, target: float, workdir: Path,
     closest is then used; the table shows its MFLOPs/frame)."""
     sweep_dir = workdir / "cost_sweep"
     settings = {"init.dense_run": str(Path(setup.dense_run).absolute()),
-                "data.name": trainer.read_run_config(setup.dense_run).data.name}
+                "data.name": rundir.read_run_config(setup.dense_run).data.name}
     if setup.steps:
         settings["train.steps"] = setup.steps
     sweep.sweep(setup.cost_sweep, str(sweep_dir), data_dir=setup.data_dir, settings=settings)
     points = amnet_matched.sweep_points(sweep_dir)
-    base = trainer.read_run_config(points[0].run_dir, setup.data_dir)
+    base = rundir.read_run_config(points[0].run_dir, setup.data_dir)
     points += [amnet_matched.Point(r["cost_weight"], r["mflops_per_frame"], d)
                for d in sorted(workdir.glob("noamr-matched-*"))
                if (r := _matched_row(d)) is not None]
@@ -162,11 +152,11 @@ def matched(setup: Comparison, target: float, workdir: Path,
         run_dir = workdir / f"noamr-matched-{weight:g}"
         config = base.copy_and_resolve_references()
         config.amnet.cost_weight = weight
-        train(f"{config.amnet_model} at λ_cost {weight:g}", config, run_dir)
+        trainer.train_or_reuse(config, run_dir, f"{config.amnet_model} at λ_cost {weight:g}")
         metrics = results_io.read_metrics(run_dir / results_io.METRICS)
         points.append(amnet_matched.Point(weight, metrics["mflops_per_frame"], run_dir))
     best = amnet_matched.closest(points, target)
-    config = trainer.read_run_config(best.run_dir, setup.data_dir)
+    config = rundir.read_run_config(best.run_dir, setup.data_dir)
     print(f"matched compute: λ_cost {best.weight:g} gives {best.mflops:.3f} MFLOPs/frame, "
           f"{100 * best.off(target):+.1f}% from {setup.matched_to}'s {target:.3f}")
     return (f"{config.amnet_model} λ={best.weight:g} (matched)", config, best.run_dir,
@@ -175,12 +165,12 @@ def matched(setup: Comparison, target: float, workdir: Path,
 
 def _matched_row(run_dir: Path) -> dict | None:
     """λ_cost and MFLOPs/frame of a finished matched-compute run, None if unfinished."""
-    metrics = run_dir / results_io.METRICS
-    if not metrics.exists():
+    if rundir.status(run_dir) != "finished":
         return None
-    config = trainer.read_run_config(run_dir)
+    config = rundir.read_run_config(run_dir)
     return {"cost_weight": config.amnet.cost_weight,
-            "mflops_per_frame": results_io.read_metrics(metrics)["mflops_per_frame"]}
+            "mflops_per_frame": results_io.read_metrics(run_dir / results_io.METRICS)[
+                "mflops_per_frame"]}
 
 
 def compare(setup: Comparison) -> str:
@@ -191,14 +181,14 @@ def compare(setup: Comparison) -> str:
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {amnet_config.MODELS}")
     dense_run = Path(setup.dense_run)
-    if not (dense_run / "results.json").exists():
+    if rundir.status(dense_run) != "finished":
         raise ValueError(f"dense run {dense_run} is not finished (train one with "
                          "experiments/configs/baseline.py, or run `make demo`)")
     workdir = Path(setup.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     reference = setup.model_config("lowrank")  # the processor speed, shared by every row
 
-    dense_config = trainer.read_run_config(dense_run, setup.data_dir)
+    dense_config = rundir.read_run_config(dense_run, setup.data_dir)
     rows, records, row_configs = [], {}, []
     row, records["dense"] = evaluate("dense", dense_config, dense_run, json.loads(
         (dense_run / "results.json").read_text()), reference, setup)
@@ -206,7 +196,7 @@ def compare(setup: Comparison) -> str:
     row_configs.append(dense_config)
     for name in setup.models:
         config = setup.model_config(name)
-        results = train(name, config, workdir / name)
+        results = trainer.train_or_reuse(config, workdir / name, name)
         row, records[name] = evaluate(name, config, workdir / name, results, reference, setup)
         rows.append(row)
         row_configs.append(config)
@@ -226,9 +216,9 @@ def compare(setup: Comparison) -> str:
     (workdir / "table.md").write_text(table + "\n")
     (workdir / "table.json").write_text(json.dumps(rows, indent=2))
     amnet_plots.wer_vs_flops(workdir / "wer_vs_flops.png", rows)
-    upl = {name: routing_report.upl_per_utterance(
-        utts, frame_period_s=reference.model.frame_period_s,
-        processor_flops=reference.model.processor_flops) for name, utts in records.items()}
+    latency = scoring.LatencyModel.of(reference.model)
+    upl = {name: scoring.upl_seconds([u.frame_flops for u in utts], latency)
+           for name, utts in records.items()}
     amnet_plots.upl(workdir / "upl.png", upl)
     routed = [n for n in setup.models if not n.startswith("single-")][:1]
     if setup.cost_sweep:

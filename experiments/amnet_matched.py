@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amnet.evaluation import results as results_io
+from amnet.training import rundir
 
 WEIGHT = "amnet.cost_weight"
 TOLERANCE = 0.05  # |MFLOPs/frame / target − 1| of a matched run
@@ -74,11 +75,11 @@ def sweep_points(sweep_dir: str | Path) -> list[Point]:
     for run in json.loads(listing.read_text())["runs"]:
         if WEIGHT not in run["overrides"]:
             raise ValueError(f"{listing}: run {run['name']} does not set {WEIGHT}")
-        metrics = sweep_dir / run["name"] / results_io.METRICS
-        if metrics.exists():
+        run_dir = sweep_dir / run["name"]
+        if rundir.status(run_dir) == "finished":
+            metrics = results_io.read_metrics(run_dir / results_io.METRICS)
             points.append(Point(float(run["overrides"][WEIGHT]),
-                                float(results_io.read_metrics(metrics)["mflops_per_frame"]),
-                                sweep_dir / run["name"]))
+                                float(metrics["mflops_per_frame"]), run_dir))
     return points
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from amnet import build, trainer
+from amnet import build
+from amnet.data import datasets
+from amnet.evaluation import decode_fns, evaluator, shallow_fusion
 from amnet.rnnt import decoding, lm
-from amnet.rnnt.transducer import Transducer
-from amnet.training import checkpointing
-from amnet.training import step as train_step
+from amnet.training import checkpointing, parallel, rundir
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run (experiments.train).",
                                required=True)
@@ -58,15 +58,15 @@ def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon:
     (`lm.build_context`) for every context bonus."""
     run_order = config.lm.order
     if order is None or order == run_order:
-        ngram = trainer.run_lm(config, run_dir, tokenizer)[0][0]
+        ngram = shallow_fusion.run_lm(config, run_dir, tokenizer)[0][0]
     else:
-        ngram = lm.build_ngram(trainer.training_transcripts(config, tokenizer),
+        ngram = lm.build_ngram(datasets.training_transcripts(config, tokenizer),
                                tokenizer.vocab_size, order)
     automata = [ngram]
     if lexicon:
         config = config.copy_and_resolve_references()
         config.lm.lexicon = True
-        automata.append(trainer.run_lm(config, run_dir, tokenizer)[0][1])
+        automata.append(shallow_fusion.run_lm(config, run_dir, tokenizer)[0][1])
     out = []
     for weight, bonus, boost in itertools.product(
             weights, bonuses, context_bonuses if context is not None else [None]):
@@ -87,22 +87,22 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     run_dir = Path(_RUN_DIR.value)
-    config = trainer.read_run_config(run_dir, _DATA_DIR.value)
-    tokenizer = trainer.make_tokenizer(config)
+    config = rundir.read_run_config(run_dir, _DATA_DIR.value)
+    tokenizer = build.tokenizer(config)
     front, _ = build.frontend_configs(config)
-    model = Transducer(build.model_config(config, tokenizer.vocab_size))
+    model = build.model(config, tokenizer.vocab_size)
     params, _ = checkpointing.load_params(run_dir)
-    mesh = train_step.make_mesh(1)
-    split = trainer.open_eval_split(config, _SPLIT.value, tokenizer)
+    mesh = parallel.make_mesh(1)
+    split = datasets.open_eval_split(config, _SPLIT.value, tokenizer)
     beam = _BEAM.value or config.lm.beam
     common = {"max_length": config.eval.max_length,
               "max_symbols_per_frame": config.eval.max_symbols_per_frame}
     decoders = {}
     if _PLAIN.value:
-        decoders["greedy"] = train_step.make_decoder(model, front, beam=0, **common)
-        decoders[f"beam {beam}"] = train_step.make_decoder(model, front, beam=beam, **common)
+        decoders["greedy"] = decode_fns.make_decoder(model, front, beam=0, **common)
+        decoders[f"beam {beam}"] = decode_fns.make_decoder(model, front, beam=beam, **common)
         if model.config.ctc_head:
-            decoders["CTC greedy"] = train_step.make_ctc_decoder(model, front)
+            decoders["CTC greedy"] = decode_fns.make_ctc_decoder(model, front)
     weights = [float(w) for w in _LM_WEIGHTS.value] or [config.lm.weight]
     bonuses = [float(b) for b in _LENGTH_BONUS.value] or [config.lm.length_bonus]
     context = (lm.build_context(read_phrases(_CONTEXT.value, tokenizer), tokenizer.vocab_size,
@@ -112,14 +112,14 @@ def main(argv: Sequence[str]) -> None:
     for label, fusion in fusion_grid(config, run_dir, tokenizer, order=_LM_ORDER.value,
                                      lexicon=_LEXICON.value, weights=weights, bonuses=bonuses,
                                      context=context, context_bonuses=boosts):
-        decoders[label] = train_step.make_decoder(model, front, beam=beam, fusion=fusion,
+        decoders[label] = decode_fns.make_decoder(model, front, beam=beam, fusion=fusion,
                                                   **common)
     rows = []
     print(f"| {_SPLIT.value} of {run_dir} | WER | substitutions | deletions | insertions | s |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, decode in decoders.items():
         start = time.perf_counter()
-        counts, _ = trainer.validate({label: decode}, None, params, split, tokenizer, mesh)
+        counts, _ = evaluator.validate({label: decode}, None, params, split, tokenizer, mesh)
         c = counts[label]
         seconds = time.perf_counter() - start
         rows.append({"decoder": label, "wer": c.rate, "substitutions": c.substitutions,

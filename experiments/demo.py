@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import time
 import wave
@@ -34,11 +33,12 @@ from absl import app, flags, logging
 
 from amnet import export, trainer
 from amnet import transcribe as transcribe_cli
+from amnet.data import datasets
 from amnet.data.corpus import report as corpus_report
 from amnet.data.corpus import spoken_commands
 from amnet.evaluation import results as results_io
 from amnet.evaluation import scoring
-from amnet.training import checkpointing, metric_writers
+from amnet.training import checkpointing, metric_writers, rundir
 from experiments import amnet_comparison
 from experiments.configs import baseline
 from experiments.configs import neuraldiff as neuraldiff_config
@@ -74,7 +74,7 @@ def ship_update(dense_run: Path, data_dir: str | None, size: str, out: Path,
         "base.safetensors", "device.safetensors", "diff_g1.safetensors", "update_g1.ndiff",
         "server.pem", "device.pub")}
     # The model files a device holds: parameters and the recognizer's configuration.
-    recognizer = export.device_metadata(trainer.read_run_config(dense_run))
+    recognizer = export.device_metadata(rundir.read_run_config(dense_run))
     model_file.save(files["base.safetensors"], base, metadata=recognizer)
     model_file.save(files["device.safetensors"], base, metadata=recognizer)
     before = [update_trainer.word_error_rate(base, g) for g in (0, 1)]
@@ -114,7 +114,7 @@ def on_the_device(update_trainer: UpdateTrainer, out: Path, files: dict[str, str
     """The first g1 test utterance as a WAV file, transcribed by the device runtime from the
     model file before and after the update."""
     config = update_trainer.data_config(1)
-    example = trainer.open_dataset(config, config.data.test_split)[0]
+    example = datasets.open_dataset(config, config.data.test_split)[0]
     path = out / "g1_test_0.wav"
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
@@ -189,15 +189,7 @@ def main(argv: Sequence[str]) -> None:
     if _STEPS.value:
         config.train.steps = _STEPS.value
     workdir = Path(_WORKDIR.value)
-    results_file = workdir / "results.json"
-    if results_file.exists():
-        print(f"{workdir} holds a finished run (rm -rf {workdir} to train again)")
-        results = json.loads(results_file.read_text())
-    else:
-        resume = (workdir / "config.json").exists()
-        print(f"{'resuming' if resume else 'training'} the dense RNN-T baseline in {workdir}: "
-              f"{config.train.steps} steps of {config.train.global_batch_size} utterances")
-        results = trainer.train_and_evaluate(config, str(workdir), resume=resume)
+    results = trainer.train_or_reuse(config, workdir, "the dense RNN-T baseline")
     print(f"\ntest WER on {results['test_words_greedy']} words: "
           f"greedy {results['test_wer_greedy']:.2%}, beam {results['test_wer_beam']:.2%}, "
           f"beam + {config.lm.order}-gram character LM {results['test_wer_beam_lm']:.2%} "

@@ -28,11 +28,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import trainer
 from amnet.data.corpus import grammar
 from amnet.evaluation import results as results_io
 from amnet.evaluation.metrics import word_errors, word_recall
-from amnet.training import checkpointing
+from amnet.training import checkpointing, rundir
 from experiments.configs.neuraldiff import METHODS
 from experiments.neuraldiff_training import UpdateTrainer, selector, with_base_frontend
 from neuraldiff import model_file, package, posthoc, tree, updates
@@ -123,7 +122,7 @@ def check_base_run(config: ml_collections.ConfigDict) -> None:
     `with_base_frontend`)."""
     if not config.base_run:
         raise ValueError("set --config.base_run to the run directory of the g0 model")
-    stored = trainer.read_run_config(config.base_run)
+    stored = rundir.read_run_config(config.base_run)
     for block in ("model", "frontend"):
         if stored[block].to_dict() != config[block].to_dict():
             raise ValueError(f"{config.base_run} was trained with another {block} block: "

@@ -16,19 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from amnet import build, trainer
-from amnet.amortized import objective
-from amnet.data import input_pipeline
+from amnet import build
+from amnet.data import datasets, input_pipeline
+from amnet.evaluation import decode_fns, evaluator, scoring
 from amnet.evaluation import routing as routing_report
-from amnet.evaluation import scoring
-from amnet.rnnt import cmvn, decoding
-from amnet.rnnt.transducer import Transducer
-from amnet.training import optim
+from amnet.rnnt import cmvn, decoding, objective
+from amnet.training import optim, parallel
 from amnet.training import step as train_step
 from neuraldiff import hashed, sparse, tree, updates
 from neuraldiff.tree import Selector
@@ -60,10 +57,10 @@ class UpdateTrainer:
     def __init__(self, config: ml_collections.ConfigDict):
         config = with_base_frontend(config) if config.get("base_run") else config
         self.config = config
-        self.tokenizer = trainer.make_tokenizer(config)
+        self.tokenizer = build.tokenizer(config)
         self.front, self.augment = build.frontend_configs(config)
-        self.model = Transducer(build.model_config(config, self.tokenizer.vocab_size))
-        self.mesh = train_step.make_mesh(config.train.num_devices)
+        self.model = build.model(config, self.tokenizer.vocab_size)
+        self.mesh = parallel.make_mesh(config.train.num_devices)
         self.optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
         loss = objective.rnnt_objective(self.model, config.get("loss"))
         make = lambda merge: train_step.make_train_step(  # noqa: E731
@@ -74,7 +71,7 @@ class UpdateTrainer:
             "sparse": make(lambda f, d: sparse.merge(f["params"], d, f["mask"])),
             "hashed": make(lambda f, h: hashed.merge(f["params"], h, f["seeds"])),
         }
-        self.decode = train_step.make_decoder(
+        self.decode = decode_fns.make_decoder(
             self.model, self.front, beam=0, max_length=config.eval.max_length,
             max_symbols_per_frame=config.eval.max_symbols_per_frame)
         self.route = routing_report.make_router(self.model, self.front)
@@ -92,8 +89,8 @@ class UpdateTrainer:
     def _batches(self, generation: int):
         if generation not in self._train_data:
             config = self.data_config(generation)
-            source = trainer.open_dataset(config, config.data.train_split)
-            pipe = trainer.pipeline_config(config, batch_size=self.config.train.global_batch_size,
+            source = datasets.open_dataset(config, config.data.train_split)
+            pipe = datasets.pipeline_config(config, batch_size=self.config.train.global_batch_size,
                                            train=True)
             self._train_data[generation] = (source, input_pipeline.scan(
                 source, self.tokenizer, pipe), pipe)
@@ -105,13 +102,13 @@ class UpdateTrainer:
     def _test_split(self, generation: int):
         if generation not in self._test_data:
             config = self.data_config(generation)
-            self._test_data[generation] = trainer.open_eval_split(
+            self._test_data[generation] = datasets.open_eval_split(
                 config, config.data.test_split, self.tokenizer)
         return self._test_data[generation]
 
     def word_error_rate(self, params: Flat, generation: int) -> float:
         """Greedy WER of a flat model on the test split of `generation`."""
-        counts = trainer.evaluate(self.decode, self._replicated(tree.unflatten(params)),
+        counts = evaluator.evaluate(self.decode, self._replicated(tree.unflatten(params)),
                                   self._test_split(generation), self.tokenizer, self.mesh)
         return counts.rate
 
@@ -119,14 +116,14 @@ class UpdateTrainer:
         """Greedy transcripts (`amnet.evaluation.results.UtteranceOutput`) of a flat model on the
         test
         split of `generation`."""
-        return trainer.transcribe({"greedy": self.decode}, self.route,
+        return evaluator.transcribe({"greedy": self.decode}, self.route,
                                   self._replicated(tree.unflatten(params)),
                                   self._test_split(generation), self.tokenizer, self.mesh)
 
     def beam_decoder(self, fusion: decoding.Fusion | None = None):
         """Beam search of `eval.beam`, with `fusion` (contextual biasing, an LM) if given;
         build one per automaton and reuse it (each compiles once)."""
-        return train_step.make_decoder(
+        return decode_fns.make_decoder(
             self.model, self.front, beam=self.config.eval.beam, fusion=fusion,
             max_length=self.config.eval.max_length,
             max_symbols_per_frame=self.config.eval.max_symbols_per_frame)
@@ -134,7 +131,7 @@ class UpdateTrainer:
     def beam_outputs(self, params: Flat, generation: int, beam) -> list:
         """Transcripts of a flat model on the test split of `generation`: greedy, and the
         `beam` decoder's (`beam_decoder`) in `.beam`."""
-        return trainer.transcribe({"greedy": self.decode, "beam": beam}, self.route,
+        return evaluator.transcribe({"greedy": self.decode, "beam": beam}, self.route,
                                   self._replicated(tree.unflatten(params)),
                                   self._test_split(generation), self.tokenizer, self.mesh)
 
@@ -149,26 +146,23 @@ class UpdateTrainer:
             split=config.data.test_split, model=self.model.config,
             latency=scoring.LatencyModel.of(self.model.config),
             config=json.loads(config.to_json()), train_time_s=train_time_s,
-            hardware=trainer.hardware(), update_bytes=update_bytes)
+            hardware=evaluator.hardware(), update_bytes=update_bytes)
 
     # -- training --------------------------------------------------------------------------
 
     def _replicated(self, value):
-        return jax.device_put(value, jax.sharding.NamedSharding(self.mesh,
-                                                                jax.sharding.PartitionSpec()))
+        return parallel.replicated(self.mesh, value)
 
     def _train(self, kind: str, trainable, frozen, generation: int,
                hook: Callable[[train_step.TrainState, int], train_step.TrainState] | None = None,
                ) -> train_step.TrainState:
         rng = jax.random.key_data(jax.random.fold_in(jax.random.key(self.config.seed),
                                                      generation))
-        state = self._replicated(train_step.TrainState(
-            step=jnp.zeros((), jnp.int32), params=trainable,
-            opt_state=self.optimizer.init(trainable), rng=rng, frozen=frozen))
+        state = train_step.new_state(trainable, self.optimizer, rng, self.mesh, frozen)
         batches = self._batches(generation)
         start = time.perf_counter()
         for step in range(1, self.config.train.steps + 1):
-            state, metrics = self._steps[kind](state, train_step.global_batch(next(batches),
+            state, metrics = self._steps[kind](state, parallel.global_batch(next(batches),
                                                                               self.mesh))
             if hook is not None:
                 state = hook(state, step)

@@ -47,6 +47,7 @@ from absl import app, flags
 from amnet import trainer
 from amnet.evaluation import results as results_io
 from amnet.rnnt import cmvn
+from amnet.training import rundir
 
 FRAMEWORKS = {"jax": "experiments.train", "torch": "experiments.torch_baselines.train"}
 MODES = ("local", "commands", "tpu_vm", "slurm")
@@ -174,8 +175,9 @@ def run_config(run: Run, data_dir: str | None) -> ml_collections.ConfigDict:
 
 def status(run: Run, config: ml_collections.ConfigDict, run_dir: Path) -> str:
     """`new`, `unfinished` or `finished`; a finished run with another config is an error."""
-    if (run_dir / results_io.METRICS).exists():
-        if not (run_dir / "config.json").exists():
+    state = rundir.status(run_dir)
+    if state == "finished":
+        if not (run_dir / rundir.CONFIG).exists():
             raise SweepError(f"run {run.name}: {run_dir} holds results but no config.json (not "
                              "a run of this sweep); move it away or rename the run")
         stored = json.loads((run_dir / "config.json").read_text())
@@ -183,14 +185,14 @@ def status(run: Run, config: ml_collections.ConfigDict, run_dir: Path) -> str:
         current = json.loads(cmvn.resolve(config, stored=run_dir / "config.json").to_json())
         for both in (stored, current):
             both.get("data", {}).pop("data_dir", None)
-        changed = trainer.config_differences(stored, current)
+        changed = rundir.config_differences(stored, current)
         if stored.get("train", {}).get("steps") != current["train"]["steps"]:
             changed.append("train.steps")
         if changed:
             raise SweepError(f"run {run.name} in {run_dir} is finished with another config "
                              f"(differs in {changed}); move it away or rename the run")
         return "finished"
-    return "unfinished" if (run_dir / "config.json").exists() else "new"
+    return state
 
 
 def run_locally(run: Run, config: ml_collections.ConfigDict, run_dir: Path,

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from amnet import build
 from amnet.amortized import latency, objective, pruning, warm_start
 from amnet.rnnt import decoding, flops, streaming
 from amnet.rnnt.lstm import LSTM
@@ -19,7 +20,7 @@ def _model(branches=BRANCHES, processor_flops=2e5):
                               embed_dim=8, predictor_hidden=16, joint_dim=16,
                               encoder_branches=branches, arbitrator_hidden=8,
                               processor_flops=processor_flops)
-    return Transducer(config)
+    return build.transducer(config)
 
 
 def _batch(batch=3, frames=30):

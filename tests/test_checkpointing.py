@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import logging
 
-from amnet.training import checkpointing
+from amnet.training import checkpointing, rundir
 from amnet.training.checkpointing import Checkpointer, IncompatibleCheckpointError, IntegrityError
 
 
@@ -172,16 +172,15 @@ def test_missing_extra_and_unreadable_manifest_entries_are_named(tmp_path, monke
 def test_runs_written_before_an_option_existed_still_resume():
     """A stored config (or checkpoint meta) without an option added later compares equal when
     the option is at the value that keeps the old behaviour, and differs otherwise."""
-    from amnet import trainer
     from experiments.configs import baseline
 
     current = json.loads(baseline.get_config("tiny").to_json())
     old = json.loads(json.dumps(current))
-    for block, options in trainer.ADDED_OPTIONS.items():
+    for block, options in rundir.ADDED_OPTIONS.items():
         for name in options:
             del old[block][name]
-    assert trainer.config_differences(old, current) == []
+    assert rundir.config_differences(old, current) == []
     current["model"]["loss"] = "pruned"
     current["data"]["speed_factors"] = [0.9, 1.0, 1.1]
-    assert trainer.config_differences(old, current) == ["data", "model"]
-    assert "loss" not in trainer.identity_block("model", old["model"] | {"loss": "fused"})
+    assert rundir.config_differences(old, current) == ["data", "model"]
+    assert "loss" not in rundir.identity_block("model", old["model"] | {"loss": "fused"})

@@ -9,8 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet.amortized import objective
-from amnet.rnnt import ctc
+from amnet import build
+from amnet.rnnt import ctc, objective
 from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 
@@ -61,7 +61,7 @@ def test_greedy_decoding_merges_repeats_and_drops_blanks_and_padding():
 def test_the_ctc_term_trains_the_encoder_and_its_weight_and_warmup_apply():
     config = TransducerConfig(input_dim=6, vocab_size=5, encoder_layers=1, encoder_hidden=8,
                               embed_dim=4, predictor_hidden=8, joint_dim=8, ctc_head=True)
-    model = Transducer(config)
+    model = build.transducer(config)
     rng = np.random.default_rng(1)
     features = jnp.asarray(rng.normal(size=(2, 7, 6)), jnp.float32)
     lengths = jnp.array([7, 6])

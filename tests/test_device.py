@@ -12,13 +12,17 @@ import jax
 import numpy as np
 import pytest
 
+from amnet import build
+from amnet.data import datasets
 from amnet.device import features, kernels, search
 from amnet.device.network import Network
 from amnet.device.recognizer import Recognizer
 from amnet.device.spec import DeviceSpec, SpecError
+from amnet.evaluation import shallow_fusion
 from amnet.rnnt import decoding, frontend, lm
 from amnet.rnnt.flops import LinearSpec
 from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.training import rundir
 from neuraldiff import model_file
 from tests.test_train import ROOT, _env
 
@@ -99,7 +103,7 @@ def _random_model(branches, predictor="lstm", num_mels=80, projection=None):
                               predictor_hidden=12, joint_dim=10, encoder_branches=branches,
                               arbitrator_hidden=5, frame_period_s=0.03, processor_flops=3e5,
                               blank_bias_init=1.0, ctc_head=True)
-    model = Transducer(config)
+    model = build.transducer(config)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 30, 24)).astype(np.float32)
     params = jax.device_get(model.init(jax.random.key(0), x, np.array([30]),
@@ -201,14 +205,13 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
 
 def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
         tiny_dense_run, tmp_path):
-    from amnet import trainer
 
     device = tmp_path / "device.safetensors"
     from neuraldiff import cli
 
     assert cli.main(["export", f"--run={tiny_dense_run}", f"--out={device}"]) == 0
-    config = trainer.read_run_config(tiny_dense_run)
-    source = trainer.open_dataset(config, config.data.test_split)
+    config = rundir.read_run_config(tiny_dense_run)
+    source = datasets.open_dataset(config, config.data.test_split)
     audio = {source[i]["id"].decode() if isinstance(source[i]["id"], bytes) else
              source[i]["id"]: source[i]["speech"] for i in range(len(source))}
     expected = {}
@@ -221,7 +224,7 @@ def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
     decoders = {"greedy": Recognizer.load(device, **bound),
                 "beam": Recognizer.load(device, beam=config.eval.beam, **bound),
                 "beam_lm": Recognizer.load(device, beam=c.beam, **bound,
-                                           lm=tiny_dense_run / trainer.LM_FILE,
+                                           lm=tiny_dense_run / shallow_fusion.LM_FILE,
                                            lm_weights=[c.weight], length_bonus=c.length_bonus)}
     for name, recognizer in decoders.items():
         for uid, speech in audio.items():
@@ -293,14 +296,13 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
     import scipy.signal
     import soundfile
 
-    from amnet import trainer
 
     device = tmp_path / "device.safetensors"
     from amnet import export
 
     export.export_run(tiny_dense_run, device)
-    config = trainer.read_run_config(tiny_dense_run)
-    source = trainer.open_dataset(config, config.data.test_split)
+    config = rundir.read_run_config(tiny_dense_run)
+    source = datasets.open_dataset(config, config.data.test_split)
     example = source[0]
     speech = example["speech"]
     uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from amnet import trainer
+from amnet import build
 from amnet.data import input_pipeline
 from experiments.configs import librispeech
 from tests.conftest import HANG_GUARD_S, tiny_name
@@ -75,9 +75,9 @@ def test_wordpiece_librispeech_config_trains_on_a_fake_librispeech(tiny_data_dir
         stored["data"]["tokenizer"].endswith("wpm.model")
     # Without a tokenizer, or with one of another size, the config names what is wrong.
     with pytest.raises(ValueError, match="config.data.tokenizer is unset"):
-        trainer.make_tokenizer(librispeech.get_config("tiny"))
+        build.tokenizer(librispeech.get_config("tiny"))
     wrong = librispeech.get_config("tiny")
     wrong.data.tokenizer = f"{tokenizer}.model"
     wrong.data.vocab_size = 64
     with pytest.raises(ValueError, match="has 48 pieces, the config expects data.vocab_size=64"):
-        trainer.make_tokenizer(wrong)
+        build.tokenizer(wrong)

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from amnet import build
 from amnet.data.text import CharTokenizer
 from amnet.rnnt import decoding, lm
-from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.rnnt.transducer import TransducerConfig
 
 
 def test_bigram_scores_a_sentence_as_hand_computed_kneser_ney():
@@ -97,7 +98,7 @@ def test_files_round_trip_and_bad_files_are_named(tmp_path):
 def _tiny_model(vocab=29):
     config = TransducerConfig(input_dim=6, vocab_size=vocab, encoder_layers=1, encoder_hidden=12,
                               embed_dim=6, predictor_hidden=12, joint_dim=12)
-    model = Transducer(config)
+    model = build.transducer(config)
     rng = np.random.default_rng(2)
     features = jnp.asarray(rng.normal(size=(3, 14, 6)), jnp.float32)
     lengths = jnp.array([14, 11, 9])

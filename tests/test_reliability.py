@@ -15,11 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amnet import trainer
-from amnet.amortized import objective
-from amnet.rnnt import frontend
-from amnet.rnnt.transducer import Transducer, TransducerConfig
-from amnet.training import checkpointing, optim
+from amnet import build, trainer
+from amnet.rnnt import frontend, objective
+from amnet.training import checkpointing, optim, parallel
 from amnet.training import step as train_step
 from amnet.training.metric_writers import read_metrics
 from experiments.configs import baseline
@@ -116,8 +114,8 @@ def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params
 
 def _tiny_step():
     config = baseline.get_config("tiny")
-    mesh = train_step.make_mesh(1)
-    model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))
+    mesh = parallel.make_mesh(1)
+    model = build.model(config, vocab_size=29)
     optimizer = optim.make_optimizer(config.optimizer, 10)
     front = frontend.FrontendConfig()
     state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
@@ -137,7 +135,7 @@ def test_a_nan_batch_skips_the_update_and_is_counted():
     step, state, batch, mesh = _tiny_step()
     before = jax.device_get(state.params)
     poisoned = {**batch, "weights": np.where(np.arange(8) == 3, np.nan, 1.0).astype(np.float32)}
-    state, metrics = step(state, train_step.global_batch(poisoned, mesh))
+    state, metrics = step(state, parallel.global_batch(poisoned, mesh))
     assert int(metrics["nonfinite"]) == 1 and not np.isfinite(float(metrics["loss"]))
     assert int(state.step) == 1  # the batch was consumed
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params), strict=True):
@@ -145,7 +143,7 @@ def test_a_nan_batch_skips_the_update_and_is_counted():
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.opt_state)
                if jnp.issubdtype(x.dtype, jnp.floating))
     for _ in range(2):  # the skipped step left the schedule's count at 0 (learning rate 0)
-        state, metrics = step(state, train_step.global_batch(batch, mesh))
+        state, metrics = step(state, parallel.global_batch(batch, mesh))
         assert int(metrics["nonfinite"]) == 0
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
                                                          jax.tree.leaves(state.params),
@@ -159,7 +157,7 @@ def test_repeated_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(
     config.data.data_dir = str(tiny_data_dir)
     config.train.update(steps=20, checkpoint_every=4, eval_every=100, max_nonfinite_steps=3,
                         log_every=2)
-    original = train_step.global_batch
+    original = parallel.global_batch
     calls = {"n": 0}
 
     def poisoned_from_step_6(batch, mesh):
@@ -168,7 +166,7 @@ def test_repeated_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(
             batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
         return original(batch, mesh)
 
-    monkeypatch.setattr(train_step, "global_batch", poisoned_from_step_6)
+    monkeypatch.setattr(parallel, "global_batch", poisoned_from_step_6)
     with pytest.raises(trainer.NonFiniteError, match=r"4 consecutive steps up to 9.*step 8"):
         trainer.train_and_evaluate(config, str(tmp_path / "run"))
     params, _ = checkpointing.load_params(tmp_path / "run")

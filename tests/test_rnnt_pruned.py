@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amnet.amortized import objective
+from amnet import build
 from amnet.rnnt import loss as rnnt
+from amnet.rnnt import objective
 from amnet.rnnt import pruned_loss as rnnt_pruned
 from amnet.rnnt.transducer import Transducer, TransducerConfig
 
@@ -184,23 +185,23 @@ def test_a_transducer_with_the_pruned_loss_matches_the_fused_one_and_ramps_its_t
     lengths = jnp.array([7, 6])
     batch = {"tokens": jnp.array([[1, 2, 3], [4, 1, 0]]), "token_lengths": jnp.array([3, 2])}
     args = (features, lengths, batch["tokens"], batch["token_lengths"])
-    params = Transducer(pruned).init(jax.random.key(0), *args)["params"]
+    params = build.transducer(pruned).init(jax.random.key(0), *args)["params"]
     assert {"simple_am", "simple_lm"} <= set(params)
-    exact = Transducer(fused).apply(
+    exact = build.transducer(fused).apply(
         {"params": {k: v for k, v in params.items() if not k.startswith("simple_")}}, *args)
-    losses = Transducer(pruned).apply({"params": params}, *args, method=Transducer.forward)
+    losses = build.transducer(pruned).apply({"params": params}, *args, method=Transducer.forward)
     # prune_range 4 >= U + 1: the pruned cost is the exact one.
     np.testing.assert_allclose(losses.rnnt, exact, rtol=1e-5, atol=1e-4)
     assert losses.pruned_feasible.all() and (losses.simple > 0).all()
     config = ml_collections.ConfigDict({"simple_scale": 0.5, "pruned_warmup_steps": 100})
-    fn = jax.jit(objective.rnnt_objective(Transducer(pruned), config))
+    fn = jax.jit(objective.rnnt_objective(build.transducer(pruned), config))
     for step, (a, b) in ((0, (0.1, 1.0)), (50, (0.55, 0.75)), (100, (1.0, 0.5))):
         loss, metrics = fn(params, features, lengths, batch, None, None, step)
         np.testing.assert_allclose(loss, a * losses.rnnt + b * losses.simple, rtol=1e-5)
     assert set(metrics) == {"simple", "pruned_feasible"}
     # A fine-tune of a trained model (pruned_warmup_steps=0) weighs both fully from step 0.
     config.pruned_warmup_steps = 0
-    loss, _ = jax.jit(objective.rnnt_objective(Transducer(pruned), config))(
+    loss, _ = jax.jit(objective.rnnt_objective(build.transducer(pruned), config))(
         params, features, lengths, batch, None, None, 0)
     np.testing.assert_allclose(loss, losses.rnnt + 0.5 * losses.simple, rtol=1e-5)
     with pytest.raises(ValueError, match="loss must be 'fused' or 'pruned'"):

@@ -11,12 +11,12 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch is the optional extra `torch` (pip install -e '.[torch]'); the "
                     "parity tests need it")
 
-from amnet import build, trainer  # noqa: E402
+from amnet import build  # noqa: E402
 from amnet.data import input_pipeline  # noqa: E402
 from amnet.rnnt import decoding, frontend  # noqa: E402
 from amnet.rnnt import loss as rnnt  # noqa: E402
 from amnet.rnnt.transducer import Transducer, TransducerConfig  # noqa: E402
-from amnet.training import checkpointing  # noqa: E402
+from amnet.training import checkpointing, rundir  # noqa: E402
 from experiments.torch_baselines import convert  # noqa: E402
 from experiments.torch_baselines import decoding as torch_decoding  # noqa: E402
 from experiments.torch_baselines.rnnt_loss import rnnt_loss as torch_rnnt_loss  # noqa: E402
@@ -41,7 +41,7 @@ def _inputs():
 
 def _params(config, sparse: bool):
     features, lengths, targets, target_lengths = _inputs()
-    params = Transducer(config).init(jax.random.key(1), features, lengths, targets,
+    params = build.transducer(config).init(jax.random.key(1), features, lengths, targets,
                                      target_lengths)["params"]
     params = jax.tree.map(np.asarray, params)
     if sparse:  # a sparse encoder: 80% of each kernel exactly zero
@@ -57,7 +57,7 @@ def test_same_weights_give_the_same_outputs_logits_loss_and_gradient(spec):
     config = _config(spec)
     params = _params(config, spec.startswith("sparse"))
     features, lengths, targets, target_lengths = _inputs()
-    model = Transducer(config)
+    model = build.transducer(config)
     enc = model.apply({"params": params}, features, lengths, method=Transducer.encode)[0]
     pred = model.apply({"params": params}, targets, target_lengths, method=Transducer.predict)
     logits = model.apply({"params": params}, enc[:, :, None], pred[:, None],
@@ -95,14 +95,14 @@ def test_weights_round_trip_between_jax_and_torch(spec):
 
 
 def test_a_jax_trained_model_decodes_the_same_transcripts_in_pytorch(tiny_dense_run):
-    config = trainer.read_run_config(tiny_dense_run)
+    config = rundir.read_run_config(tiny_dense_run)
     params, _ = checkpointing.load_params(tiny_dense_run)
     # The 12-step model mostly waits (blank); with its blank logit lowered it emits labels,
     # which both frameworks must then agree on.
     params = jax.tree.map(np.asarray, params)
     params["output_bias"] = params["output_bias"].copy()
     params["output_bias"][0] -= 6.0
-    tokenizer = trainer.make_tokenizer(config)
+    tokenizer = build.tokenizer(config)
     model_config = build.model_config(config, tokenizer.vocab_size)
     front, _ = build.frontend_configs(config)
     source = input_pipeline.open_source(config.data.name, "test", config.data.data_dir)
@@ -111,7 +111,7 @@ def test_a_jax_trained_model_decodes_the_same_transcripts_in_pytorch(tiny_dense_
     batch = np.stack([np.pad(a, (0, samples - a.size)) for a in audio])
     sample_lengths = np.array([a.size for a in audio], np.int32)
     features, lengths = frontend.featurize(batch, sample_lengths, front)
-    tokens, token_lengths = decoding.greedy_decode(Transducer(model_config), params, features,
+    tokens, token_lengths = decoding.greedy_decode(build.transducer(model_config), params, features,
                                                    lengths, max_length=96)
     jax_hyps = [np.asarray(tokens[i, : token_lengths[i]]).tolist() for i in range(len(audio))]
     torch_model = convert.to_torch(params, model_config)
@@ -153,7 +153,7 @@ def test_the_stateless_predictor_and_ctc_head_agree_and_round_trip():
                               predictor_hidden=14, joint_dim=11, ctc_head=True)
     params = _params(config, False)
     features, lengths, targets, target_lengths = _inputs()
-    model = Transducer(config)
+    model = build.transducer(config)
     pred = model.apply({"params": params}, targets, target_lengths, method=Transducer.predict)
     ctc_logits = model.apply({"params": params}, features, lengths,
                              method=Transducer.ctc_logits)

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from amnet import trainer
+from amnet.evaluation import evaluator
 from amnet.evaluation import results as results_io
 from amnet.training.metric_writers import read_metrics
 from experiments.configs.baseline import get_config
@@ -105,14 +105,13 @@ def test_the_tiny_run_learned_from_the_audio(tiny_dense_run):
 DP_SCRIPT = """
 import json, sys
 import jax, numpy as np
-from amnet.amortized import objective
-from amnet.rnnt import frontend
-from amnet.training import optim
+from amnet import build
+from amnet.rnnt import frontend, objective
+from amnet.training import optim, parallel
 from amnet.training import step as train_step
-from amnet.rnnt.transducer import Transducer, TransducerConfig
 from experiments.configs.baseline import get_config
 config = get_config("tiny")
-model = Transducer(TransducerConfig(vocab_size=29, **config.model.to_dict()))
+model = build.model(config, vocab_size=29)
 optimizer = optim.make_optimizer(config.optimizer, 10)
 front = frontend.FrontendConfig()
 rng = np.random.default_rng(0)
@@ -122,13 +121,13 @@ batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
          "token_lengths": rng.integers(3, 12, 8).astype(np.int32),
          "weights": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)}
 for devices in map(int, sys.argv[1:]):
-    mesh = train_step.make_mesh(devices)
+    mesh = parallel.make_mesh(devices)
     state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
     step = train_step.make_train_step(model, optimizer, mesh, front, frontend.SpecAugmentConfig(),
                                       objective.rnnt_objective(model, config.loss),
                                       normalization=config.loss.normalization)
     for _ in range(2):
-        state, metrics = step(state, train_step.global_batch(batch, mesh))
+        state, metrics = step(state, parallel.global_batch(batch, mesh))
     leaves = jax.tree.leaves(jax.device_get(state.params))
     print(json.dumps({"loss": float(metrics["loss"]),
                       "params": [leaf.ravel()[:50].tolist() for leaf in leaves]}))
@@ -180,19 +179,19 @@ def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp
 
 def test_the_test_decoders_default_to_all_and_a_bad_list_is_named():
     config = get_config("tiny")
-    assert trainer.test_decoders(config) == ("greedy", "beam", "beam_lm")
+    assert evaluator.test_decoders(config) == ("greedy", "beam", "beam_lm")
     config.eval.test_decoders = ("greedy",)
-    assert trainer.test_decoders(config) == ("greedy",)
+    assert evaluator.test_decoders(config) == ("greedy",)
     for wrong, message in ((("beam",), "greedy included"), (("greedy", "bean"), "choose from")):
         config.eval.test_decoders = wrong
         with pytest.raises(ValueError, match=message):
-            trainer.test_decoders(config)
+            evaluator.test_decoders(config)
     del config["lm"]
     config.eval.test_decoders = None
-    assert trainer.test_decoders(config) == ("greedy", "beam")
+    assert evaluator.test_decoders(config) == ("greedy", "beam")
     config.eval.test_decoders = ("greedy", "beam_lm")
     with pytest.raises(ValueError, match="no `lm` block"):
-        trainer.test_decoders(config)
+        evaluator.test_decoders(config)
 
 
 @pytest.mark.parametrize("extra, message", [

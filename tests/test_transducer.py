@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from amnet import build
 from amnet.data import input_pipeline as ip
 from amnet.data.text import CharTokenizer
 from amnet.evaluation.metrics import word_errors
@@ -76,14 +77,15 @@ def test_hand_written_lstm_backward_equals_autodiff_of_the_scan(projection, monk
     initial carry) as autodiff of the plain scan, with padded frames and a projection."""
     from amnet.rnnt import lstm
 
-    stack = LSTMStack(6, 8, 2, projection)
+    stacks = {hand_written: LSTMStack(6, 8, 2, projection, hand_written_backward=hand_written)
+              for hand_written in (True, False)}
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, 9, 6)), jnp.float32)
     lengths = jnp.array([9, 4, 1])
     weights = jnp.asarray(rng.normal(size=(3, 9, projection or 8)), jnp.float32)
-    params = stack.init(jax.random.key(0), x, lengths)["params"]
+    params = stacks[True].init(jax.random.key(0), x, lengths)["params"]
 
-    def loss(params, x):
+    def loss(params, x, stack):
         out, carries = stack.apply({"params": params}, x, lengths)
         h, c = carries[-1]
         return jnp.sum(out * weights) + jnp.sum(h ** 2) + jnp.sum(jnp.sin(c))
@@ -93,9 +95,8 @@ def test_hand_written_lstm_backward_equals_autodiff_of_the_scan(projection, monk
     monkeypatch.setattr(lstm.lstm_recurrence, "recurrence",
                         lambda *a: calls.append(1) or recurrence(*a))
     results = {}
-    for hand_written in (True, False):
-        monkeypatch.setattr(lstm, "HAND_WRITTEN_BACKWARD", hand_written)
-        results[hand_written] = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+    for hand_written, stack in stacks.items():
+        results[hand_written] = jax.value_and_grad(loss, argnums=(0, 1))(params, x, stack)
     assert len(calls) == 2  # both layers took the hand-written path, once
     (value, grads), (ref_value, ref_grads) = results[True], results[False]
     assert value == pytest.approx(float(ref_value), rel=1e-6)
@@ -105,7 +106,7 @@ def test_hand_written_lstm_backward_equals_autodiff_of_the_scan(projection, monk
 
 
 def test_streaming_encoder_equals_whole_utterance():
-    model = Transducer(SMALL)
+    model = build.transducer(SMALL)
     features, lengths, targets, target_lengths = _batch()
     params = model.init(jax.random.key(0), features, lengths, targets, target_lengths)
     whole, _ = model.apply(params, features, lengths, method=Transducer.encode)
@@ -117,7 +118,7 @@ def test_streaming_encoder_equals_whole_utterance():
 
 
 def test_fused_and_materialized_model_losses_agree():
-    model = Transducer(SMALL)
+    model = build.transducer(SMALL)
     features, lengths, targets, target_lengths = _batch(1)
     params = model.init(jax.random.key(0), features, lengths, targets, target_lengths)
     fused = model.apply(params, features, lengths, targets, target_lengths)
@@ -127,7 +128,7 @@ def test_fused_and_materialized_model_losses_agree():
 
 @pytest.mark.parametrize("predictor", ["lstm", "stateless"])
 def test_streaming_greedy_equals_batch_greedy_and_beam_of_one(predictor):
-    model = Transducer(dataclasses.replace(SMALL, predictor=predictor))
+    model = build.transducer(dataclasses.replace(SMALL, predictor=predictor))
     features, lengths, targets, target_lengths = _batch(2)
     params = model.init(jax.random.key(3), features, lengths, targets, target_lengths)["params"]
     tokens, counts = decoding.greedy_decode(model, params, features, lengths, max_length=20,
@@ -155,7 +156,7 @@ def test_wide_beam_finds_the_most_probable_sequence():
     the arg-max and max of P(y | x) (summed over alignments) over all label sequences."""
     config = TransducerConfig(input_dim=4, vocab_size=3, encoder_layers=1, encoder_hidden=8,
                               embed_dim=4, predictor_hidden=8, joint_dim=8)
-    model = Transducer(config)
+    model = build.transducer(config)
     features = jax.random.normal(jax.random.key(5), (1, 3, 4))
     lengths = jnp.array([3])
     params = model.init(jax.random.key(6), features, lengths, jnp.ones((1, 1), jnp.int32),
@@ -199,7 +200,7 @@ def test_overfits_eight_utterances_and_greedy_recovers_them(tiny_data_dir):
     config = TransducerConfig(vocab_size=tokenizer.vocab_size, encoder_layers=2,
                               encoder_hidden=128, embed_dim=32, predictor_hidden=64,
                               joint_dim=64)
-    model = Transducer(config)
+    model = build.transducer(config)
     params = model.init(jax.random.key(0), features, lengths, tokens, token_lengths)["params"]
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(2e-3))
     opt_state = optimizer.init(params)

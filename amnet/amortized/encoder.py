@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet.amortized import router
+from amnet.amortized import latency, router
 from amnet.amortized.arbitrator import Arbitrator, ArbitratorWeights, arbitrator_logits
 from amnet.rnnt.flops import LinearSpec
 from amnet.rnnt.lstm import Carry, LayerWeights, LSTMStack, layer_step, lstm_cell, matmul
@@ -82,12 +82,14 @@ class Encoder(nn.Module):
     branch_flops: tuple[float, ...] = (0.0,)  # C_k: counted FLOPs of a frame sent to branch k
     frame_period_s: float = 0.03
     processor_flops: float = 1e8
+    hand_written_backward: bool = True  # `amnet.rnnt.lstm.LSTM.hand_written_backward`
 
     def setup(self):
         if len(self.branch_flops) != len(self.branches):
             raise ValueError(f"{len(self.branches)} branches but {len(self.branch_flops)} costs")
         self.branch = [LSTMStack(self.input_dim, self.hidden, self.num_layers, self.projection,
-                                 self.dtype, spec) for spec in self.branches]
+                                 self.dtype, spec, self.hand_written_backward)
+                       for spec in self.branches]
         if len(self.branches) > 1:
             self.arbitrator = Arbitrator(self.input_dim, self.arbitrator_hidden,
                                          len(self.branches))
@@ -107,9 +109,9 @@ class Encoder(nn.Module):
     def _decide(self, arbitrator: ArbitratorWeights, x_t: jax.Array, finish: jax.Array,
                 arrival: jax.Array):
         """(backlog [B], logits [B, K]) for frames x_t `[B, D]` arriving at `arrival` `[B]`."""
-        backlog = jnp.maximum(0.0, finish - arrival)
-        feature = jnp.log1p(jax.lax.stop_gradient(backlog) / self.frame_period_s)
-        return backlog, arbitrator_logits(arbitrator, x_t, feature)
+        waiting = latency.backlog(finish, arrival, jnp)
+        feature = jnp.log1p(jax.lax.stop_gradient(waiting) / self.frame_period_s)
+        return waiting, arbitrator_logits(arbitrator, x_t, feature)
 
     def __call__(self, x: jax.Array, lengths: jax.Array, state: EncoderState | None = None, *,
                  noise: jax.Array | None = None, temperature: jax.Array | float = 1.0,
@@ -147,7 +149,7 @@ class Encoder(nn.Module):
             mixed = _mix(gate, [_branch_step(w, gates_x[k], carries)
                                 for k, w in enumerate(branches)])
             cost = gate @ costs
-            new_finish = jnp.maximum(finish, arrival) + cost / self.processor_flops
+            new_finish = latency.finish(finish, arrival, cost / self.processor_flops, jnp)
             keep = valid_t[:, None]
             carries = jax.tree.map(lambda n, o: jnp.where(keep, n, o), mixed, carries)
             finish = jnp.where(valid_t, new_finish, finish)
@@ -189,5 +191,5 @@ class Encoder(nn.Module):
             carries = _mix(jax.nn.one_hot(choice, len(branches)),
                            [run(w, state.carries) for w in branches])
         cost = jnp.asarray(self.branch_flops, jnp.float32)[choice]
-        finish = jnp.maximum(state.finish, arrival) + cost / self.processor_flops
+        finish = latency.finish(state.finish, arrival, cost / self.processor_flops, jnp)
         return carries[-1][0], EncoderState(carries, finish, frames), choice

@@ -7,18 +7,22 @@ Frame t (0-based) arrives at a_t = (t + 1) * Δ and costs c_t FLOPs on a process
 With c / P <= Δ for every frame the processor keeps up and UPL = c_{T-1} / P; with a constant
 cost above real time, UPL = T c / P - (T - 1) Δ.
 
-`simulate` is the exact reference (float64, one utterance); `simulate_batch` is the batched JAX
-version used in training: the same recursion under `lax.scan`, differentiable in the costs
-almost everywhere (through `max`), with padded frames beyond each length costing nothing.
+`backlog` and `finish` are the recursion's one step, for NumPy (`xp=np`) or JAX (`xp=jnp`);
+`simulate` (the exact reference: float64, one utterance), `simulate_batch` (batched JAX, used in
+training: the same recursion under `lax.scan`, differentiable in the costs almost everywhere
+through `max`, padded frames beyond each length costing nothing) and the AmNet encoder's
+per-frame routing (`amnet.amortized.encoder`) all run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +30,16 @@ class LatencyResult:
     latency_s: float  # user-perceived latency of the utterance
     backlog_s: np.ndarray  # [T] backlog when each frame arrives
     finish_s: np.ndarray  # [T] time each frame's processing ends
+
+
+def backlog(previous_finish, arrival, xp=np):
+    """b_t = max(0, f_{t-1} - a_t): the work still queued when frame t arrives, seconds."""
+    return xp.maximum(0.0, previous_finish - arrival)
+
+
+def finish(previous_finish, arrival, seconds, xp=np):
+    """f_t = max(f_{t-1}, a_t) + c_t / P, with `seconds` = c_t / P."""
+    return xp.maximum(previous_finish, arrival) + seconds
 
 
 def simulate(frame_flops, *, frame_period_s: float, processor_flops: float) -> LatencyResult:
@@ -38,15 +52,15 @@ def simulate(frame_flops, *, frame_period_s: float, processor_flops: float) -> L
     if frame_period_s <= 0 or processor_flops <= 0:
         raise ValueError(f"frame_period_s ({frame_period_s}) and processor_flops "
                          f"({processor_flops}) must be positive")
-    finish = np.empty_like(costs)
-    backlog = np.empty_like(costs)
+    finishes = np.empty_like(costs)
+    backlogs = np.empty_like(costs)
     previous = 0.0
     for t, cost in enumerate(costs):
         arrival = (t + 1) * frame_period_s
-        backlog[t] = max(0.0, previous - arrival)
-        previous = max(previous, arrival) + cost / processor_flops
-        finish[t] = previous
-    return LatencyResult(float(finish[-1] - costs.size * frame_period_s), backlog, finish)
+        backlogs[t] = backlog(previous, arrival)
+        previous = finish(previous, arrival, cost / processor_flops)
+        finishes[t] = previous
+    return LatencyResult(float(finishes[-1] - costs.size * frame_period_s), backlogs, finishes)
 
 
 def simulate_batch(frame_flops: jax.Array, lengths: jax.Array, *, frame_period_s: float,
@@ -60,6 +74,9 @@ def simulate_batch(frame_flops: jax.Array, lengths: jax.Array, *, frame_period_s
       latency `[B]`, backlog `[B, T]`, finish `[B, T]` (seconds, float32; padded frames hold the
       last real frame's finish time and zero backlog).
     """
+    import jax  # here, so that NumPy users of the step (the device runtime) do not load JAX
+    import jax.numpy as jnp
+
     batch, frames = frame_flops.shape
     valid = jnp.arange(frames)[None, :] < lengths[:, None]
     seconds = jnp.where(valid, frame_flops / processor_flops, 0.0).swapaxes(0, 1)  # [T, B]
@@ -67,12 +84,12 @@ def simulate_batch(frame_flops: jax.Array, lengths: jax.Array, *, frame_period_s
 
     def step(previous, inputs):
         cost, arrival, is_valid = inputs
-        backlog = jnp.where(is_valid, jnp.maximum(0.0, previous - arrival), 0.0)
-        finish = jnp.where(is_valid, jnp.maximum(previous, arrival) + cost, previous)
-        return finish, (backlog, finish)
+        waiting = jnp.where(is_valid, backlog(previous, arrival, jnp), 0.0)
+        done = jnp.where(is_valid, finish(previous, arrival, cost, jnp), previous)
+        return done, (waiting, done)
 
-    _, (backlog, finish) = jax.lax.scan(step, jnp.zeros((batch,), jnp.float32),
-                                        (seconds, arrivals, valid.swapaxes(0, 1)))
-    finish, backlog = finish.swapaxes(0, 1), backlog.swapaxes(0, 1)
-    last = finish[jnp.arange(batch), lengths - 1]
-    return last - lengths * frame_period_s, backlog, finish
+    _, (backlogs, finishes) = jax.lax.scan(step, jnp.zeros((batch,), jnp.float32),
+                                           (seconds, arrivals, valid.swapaxes(0, 1)))
+    finishes, backlogs = finishes.swapaxes(0, 1), backlogs.swapaxes(0, 1)
+    last = finishes[jnp.arange(batch), lengths - 1]
+    return last - lengths * frame_period_s, backlogs, finishes

@@ -1,13 +1,8 @@
-"""Training objectives: RNN-T (+ auxiliary CTC), and AmNet's RNN-T + compute cost + amortization.
+"""AmNet's training objective: the RNN-T objective (`amnet.rnnt.objective`, L_asr) plus the
+compute cost and the amortization term of the arbitrator's routing.
 
-The transducer's part, with a CTC head (`amnet.rnnt.ctc`) and `loss` config block:
-  L_asr = (1 - w) · L_rnnt + w · L_ctc      (w = loss.ctc_weight)
-(L_rnnt: the exact loss, or the pruned and simple losses of `transducer_loss`)
-and L_asr = L_ctc alone for the first `loss.ctc_only_steps` steps (a CTC warm-up of the
-encoder). Without a head, L_asr = L_rnnt.
-
-Per utterance of n frames (DESIGN.md; `docs/amnet.md` has our reading):
-  L = L_rnnt + λ_cost · mean_t E_p[C]/C_max + λ_amr · mean_t (1 − E_p[C]/C_max) · relu(1 − b_t/β)
+Per utterance of n frames (`docs/amnet.md`):
+  L = L_asr + λ_cost · mean_t E_p[C]/C_max + λ_amr · mean_t (1 − E_p[C]/C_max) · relu(1 − b_t/β)
       [+ λ_ent · mean_t H(p_t), `amnet.entropy_weight`: sharpens p_t; 0 by default]
 with p_t = softmax(z_t) the arbitrator's distribution over branches (the straight-through
 Gumbel sample is drawn from it), E_p[C] = Σ_k p_t[k] C_k, C_k the counted FLOPs of a frame
@@ -15,15 +10,10 @@ routed to branch k (`amnet.rnnt.flops.FrameCosts.per_branch`), C_max = max_k C_k
 backlog of the simulated processor (no gradient). The ablation `amortization = "upl"` replaces
 the third term by λ_upl · UPL / Δ, the utterance's final user-perceived latency in frames,
 differentiated through the latency recursion into the straight-through decisions.
-
-An objective is `objective(params, features, lengths, batch, rows, key, step)` ->
-(per-utterance loss `[B]`, per-utterance metrics {name: `[B]`}); the train step weights both by
-the batch's row weights.
 """
 
-from __future__ import annotations
 
-from collections.abc import Callable
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -32,65 +22,12 @@ import ml_collections
 from amnet.amortized import router
 from amnet.amortized.encoder import RoutingTrace
 from amnet.rnnt.flops import frame_costs
-from amnet.rnnt.transducer import Losses, Transducer
+from amnet.rnnt.objective import Objective, asr_loss
+from amnet.rnnt.transducer import Transducer
 
-Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # A frame counts as decided when max_k p_t[k] exceeds this ("confident": p = softmax(z), the
 # distribution decisions are drawn from; "binary": the Gumbel-softmax sample y at temperature τ).
 CONFIDENT = 0.99
-# The pruned loss's `loss` block when it lacks them (experiments/configs/baseline.py sets both).
-SIMPLE_SCALE = 0.5
-PRUNED_WARMUP_STEPS = 200
-
-
-def transducer_loss(losses: Losses, config: ml_collections.ConfigDict | None,
-                    step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_rnnt `[B]`: the transducer's cost, or with the pruned loss
-    `a(step) L_pruned + b(step) L_simple` (0 where the windows do not fit), a ramping from 0.1
-    to 1 and b from 1 to `loss.simple_scale` over `loss.pruned_warmup_steps` (the windows are
-    only as good as the simple joint that places them; 0 for fine-tunes of a trained model)."""
-    if losses.simple is None:
-        return losses.rnnt, {}
-    if config is None:
-        raise ValueError("the pruned loss needs a `loss` config block (simple_scale, "
-                         "pruned_warmup_steps)")
-    warmup = config.get("pruned_warmup_steps", PRUNED_WARMUP_STEPS)
-    ramp = jnp.clip(step / warmup, 0.0, 1.0) if warmup > 0 else 1.0
-    simple_scale = config.get("simple_scale", SIMPLE_SCALE)
-    loss = ((0.1 + 0.9 * ramp) * losses.rnnt
-            + (1.0 - (1.0 - simple_scale) * ramp) * losses.simple)
-    return loss, {"simple": jax.lax.stop_gradient(losses.simple),
-                  "pruned_feasible": losses.pruned_feasible.astype(jnp.float32)}
-
-
-def asr_loss(losses: Losses, config: ml_collections.ConfigDict | None,
-             step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_asr `[B]` of the module docstring, and per-utterance metrics {rnnt, ctc, ...}."""
-    rnnt_loss, metrics = transducer_loss(losses, config, step)
-    if losses.ctc is None:
-        return rnnt_loss, metrics
-    if config is None:
-        raise ValueError("a model with a CTC head needs a `loss` config block (ctc_weight)")
-    weight = config.ctc_weight
-    ctc_only = step < config.get("ctc_only_steps", 0)
-    loss = (jnp.where(ctc_only, 0.0, 1.0 - weight) * rnnt_loss
-            + jnp.where(ctc_only, 1.0, weight) * losses.ctc)
-    return loss, {**metrics, "rnnt": jax.lax.stop_gradient(losses.rnnt),
-                  "ctc": jax.lax.stop_gradient(losses.ctc),
-                  "ctc_feasible": losses.ctc_feasible.astype(jnp.float32)}
-
-
-def rnnt_objective(model: Transducer,
-                   config: ml_collections.ConfigDict | None = None) -> Objective:
-    """The transducer's loss (with the CTC term of `config`, the `loss` block, if any)."""
-
-    def objective(params, features, lengths, batch, rows, key, step):
-        del rows, key
-        losses = model.apply({"params": params}, features, lengths, batch["tokens"],
-                             batch["token_lengths"], method=Transducer.forward)
-        return asr_loss(losses, config, step)
-
-    return objective
 
 
 def routing_terms(trace: RoutingTrace, lengths: jax.Array, branch_flops: jax.Array, *,

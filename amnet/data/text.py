@@ -24,6 +24,7 @@ import numpy as np
 
 ALPHABET = " '" + "abcdefghijklmnopqrstuvwxyz"
 BLANK_ID = 0
+CHAR_VOCAB_SIZE = 1 + len(ALPHABET)  # the character tokenizer's: blank + characters
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "ʼ": "'"})
 _DASHES = re.compile(r"[-‐‑‒–—―]")

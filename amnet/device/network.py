@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.special
 
+from amnet.amortized import latency
 from amnet.device import kernels
 from amnet.device.spec import DeviceSpec
 from amnet.rnnt.flops import LinearSpec
@@ -93,8 +94,8 @@ class Encoder:
 
     def decide(self, x: np.ndarray, finish: np.float32, arrival: np.float32) -> np.ndarray:
         """The arbitrator's logits `[1, K]` for frame x `[1, D]` arriving at `arrival`."""
-        backlog = np.maximum(np.float32(0.0), finish - arrival)
-        feature = np.full((1, 1), np.log1p(backlog / self.period), np.float32)
+        waiting = latency.backlog(finish, arrival)
+        feature = np.full((1, 1), np.log1p(waiting / self.period), np.float32)
         hidden = np.maximum(np.concatenate([x, feature], axis=-1) @ self.w1 + self.b1, 0)
         return np.concatenate([hidden, feature], axis=-1) @ self.w2 + self.b2
 
@@ -105,7 +106,7 @@ class Encoder:
         if len(self.branches) > 1:
             arrival = np.float32(frames) * self.period
             choice = int(np.argmax(self.decide(x, state.finish, arrival)[0]))
-            finish = np.maximum(state.finish, arrival) + self.costs[choice] / self.speed
+            finish = latency.finish(state.finish, arrival, self.costs[choice] / self.speed)
         carries, out = [], x
         for layer, carry in zip(self.branches[choice], state.carries, strict=True):
             carry = layer.step(out, carry)

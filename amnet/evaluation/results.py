@@ -23,9 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from amnet.training import rundir
+
 SCHEMA = "amnet-results/1"
 OUTPUTS = "outputs.jsonl"
-METRICS = "metrics.json"
+METRICS = rundir.METRICS  # its existence marks a finished run (`amnet.training.rundir.status`)
 
 # metrics.json: field -> allowed JSON types (None: may be null).
 FIELDS: dict[str, tuple[type | None, ...]] = {

@@ -5,8 +5,8 @@ and where the cheap frames go.
 keeps, per utterance, the branch of each frame, its counted FLOPs, the arbitrator's logits, an
 energy-based silence label (`silence_frames`) and the number of symbols greedy decoding emitted
 at the frame; `summarize` turns that into the paper's columns, with the user-perceived latency
-of each utterance from the exact simulator `amnet.latency.simulate` at the model's processor
-speed. Branch 0 is the slow (dense) branch of every AmNet config; "fast" is any other branch.
+of each utterance scored as `amnet.evaluation.scoring` scores every run (`cost_columns`).
+Branch 0 is the slow (dense) branch of every AmNet config; "fast" is any other branch.
 Single process.
 """
 
@@ -18,13 +18,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from amnet.amortized.latency import simulate
 from amnet.amortized.objective import CONFIDENT
 from amnet.data import input_pipeline
+from amnet.evaluation import scoring
 from amnet.rnnt import decoding, frontend
 from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.transducer import Transducer
-from amnet.training import step as train_step
+from amnet.training import parallel
 
 Params = Any
 # Energy-based silence label (`silence_frames`): the utterance's noise floor is this percentile
@@ -91,7 +91,7 @@ def collect(model: Transducer, params: Params, split, tokenizer, front: frontend
     frame_samples = front.hop_length * front.stack
     out = []
     for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe):
-        device_batch = train_step.global_batch(batch, mesh)
+        device_batch = parallel.global_batch(batch, mesh)
         features, lengths, routed = route(params, device_batch)
         features, lengths = np.asarray(features), np.asarray(lengths)
         emitted = np.asarray(emissions(params, device_batch))
@@ -135,7 +135,6 @@ def summarize(utterances: list[Utterance], *, frame_period_s: float, processor_f
     samples from in training); `fast_on_*` the share of fast-branch frames among silence /
     speech frames and among frames where greedy decoding emits a symbol / only blank (None
     for a single encoder)."""
-    flops = np.concatenate([u.frame_flops for u in utterances])
     routed = np.concatenate([u.branches for u in utterances])
     logits = np.concatenate([u.logits for u in utterances])
     silence = np.concatenate([u.silence for u in utterances])
@@ -144,25 +143,15 @@ def summarize(utterances: list[Utterance], *, frame_period_s: float, processor_f
     def share(mask: np.ndarray) -> float | None:  # None: no such frames, or a single encoder
         return float(fast[mask].mean()) if mask.any() and branches > 1 else None
 
-    upl = upl_per_utterance(utterances, frame_period_s=frame_period_s,
-                            processor_flops=processor_flops)
-    summary = {"mflops_per_frame": flops.mean() / 1e6, "frames": int(flops.size),
-               "utterances": len(utterances),
+    latency = scoring.LatencyModel(frame_period_s, processor_flops)
+    summary = {**scoring.cost_columns([u.frame_flops for u in utterances], latency),
+               "frames": int(routed.size), "utterances": len(utterances),
                "binary_final": float(np.mean(
                    routing_probability(logits, final_temperature) > CONFIDENT)),
                "binary_tau1": float(np.mean(routing_probability(logits, 1.0) > CONFIDENT)),
                "silence_frames": float(silence.mean()), "emit_frames": float(emits.mean()),
                "fast_on_silence": share(silence), "fast_on_speech": share(~silence),
-               "fast_on_emit": share(emits), "fast_on_blank": share(~emits),
-               "upl_mean_ms": 1e3 * upl.mean(), "upl_p90_ms": 1e3 * np.percentile(upl, 90),
-               "upl_max_ms": 1e3 * upl.max()}
+               "fast_on_emit": share(emits), "fast_on_blank": share(~emits)}
     for k in range(branches):
         summary[f"branch_{k}_frames"] = float(np.mean(routed == k))
     return summary
-
-
-def upl_per_utterance(utterances: list[Utterance], *, frame_period_s: float,
-                      processor_flops: float) -> np.ndarray:
-    """UPL in seconds of each utterance."""
-    return np.array([simulate(u.frame_flops, frame_period_s=frame_period_s,
-                              processor_flops=processor_flops).latency_s for u in utterances])

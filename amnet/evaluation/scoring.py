@@ -47,6 +47,23 @@ def model_from_dict(fields: dict[str, Any]) -> TransducerConfig:
     return TransducerConfig(**fields)
 
 
+def upl_seconds(frame_flops: Sequence[np.ndarray], latency: LatencyModel) -> np.ndarray:
+    """User-perceived latency `[N]` (seconds) of each utterance's frame costs `[T_i]`."""
+    return np.array([simulate(f, frame_period_s=latency.frame_period_s,
+                              processor_flops=latency.processor_flops).latency_s
+                     for f in frame_flops])
+
+
+def cost_columns(frame_flops: Sequence[np.ndarray], latency: LatencyModel) -> dict[str, float]:
+    """MFLOPs per frame (over all frames) and UPL mean / p90 / max (ms, over utterances) of
+    each utterance's counted frame costs `[T_i]`."""
+    upl = upl_seconds(frame_flops, latency)
+    return {"mflops_per_frame": float(np.concatenate(frame_flops).mean() / 1e6),
+            "upl_mean_ms": 1e3 * float(upl.mean()),
+            "upl_p90_ms": 1e3 * float(np.percentile(upl, 90)),
+            "upl_max_ms": 1e3 * float(upl.max())}
+
+
 def dataset_fingerprint(outputs: Sequence[UtteranceOutput]) -> str:
     pairs = sorted((o.id, normalize_text(o.reference, example_id=o.id)) for o in outputs)
     return hashlib.sha256("\n".join(f"{i}\t{r}" for i, r in pairs).encode()).hexdigest()
@@ -81,21 +98,14 @@ def score(outputs: Sequence[UtteranceOutput], model: TransducerConfig,
         if route.max() >= len(costs):
             raise ValueError(f"utterance {o.id!r} routes a frame to branch {route.max()}, the "
                              f"model has {len(costs)} ({specs})")
-    frame_flops = [costs[r] for r in routes]
-    upl = np.array([simulate(f, frame_period_s=latency.frame_period_s,
-                             processor_flops=latency.processor_flops).latency_s
-                    for f in frame_flops])
     every = np.concatenate(routes)
     return {
         "wer_greedy": greedy.rate,
         "wer_beam": beam.rate if beam is not None else None,
         "wer_beam_lm": beam_lm.rate if beam_lm is not None else None,
-        "mflops_per_frame": float(np.concatenate(frame_flops).mean() / 1e6),
+        **cost_columns([costs[r] for r in routes], latency),
         "frames_per_branch": {f"{k}:{s}": float(np.mean(every == k))
                               for k, s in enumerate(specs)},
-        "upl_mean_ms": 1e3 * float(upl.mean()),
-        "upl_p90_ms": 1e3 * float(np.percentile(upl, 90)),
-        "upl_max_ms": 1e3 * float(upl.max()),
         "latency_model": dataclasses.asdict(latency),
         "dataset": {"utterances": len(outputs), "words": greedy.reference_length,
                     "fingerprint": dataset_fingerprint(outputs)},

@@ -83,13 +83,9 @@ def layer_step(weights: LayerWeights, x_t: jax.Array, carry: Carry) -> Carry:
     return lstm_cell(gates_x, carry, weights.recurrent_kernel, weights.projection)
 
 
-# Off: autodiff of the plain scan everywhere (benchmarks/run.py measures both side by side).
-HAND_WRITTEN_BACKWARD = True
-
-
-def _hand_written_backward(recurrent: Weight, projection: Weight | None) -> bool:
+def _float32_matrices(recurrent: Weight, projection: Weight | None) -> bool:
     """Whether `amnet.rnnt.lstm_recurrence` applies: float32 kernels stored as one matrix."""
-    return HAND_WRITTEN_BACKWARD and all(isinstance(w, jax.Array) and w.dtype == jnp.float32
+    return all(isinstance(w, jax.Array) and w.dtype == jnp.float32
                for w in (recurrent, projection) if w is not None)
 
 
@@ -101,6 +97,9 @@ class LSTM(nn.Module):
     projection: int | None = None
     dtype: jnp.dtype = jnp.float32  # matmul dtype; params and state stay float32
     spec: LinearSpec = LinearSpec()
+    # The recurrence's backward pass: `amnet.rnnt.lstm_recurrence` (float32 matrices), or
+    # False: autodiff of the plain scan (`model.lstm_backward`; benchmarks measure both).
+    hand_written_backward: bool = True
 
     @property
     def output_dim(self) -> int:
@@ -146,7 +145,7 @@ class LSTM(nn.Module):
         gates_x = self.input_gates(x).swapaxes(0, 1)  # [T, B, 4H]
         valid = (jnp.arange(frames)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
         recurrent, projection = self.recurrent_weights()
-        if _hand_written_backward(recurrent, projection):
+        if self.hand_written_backward and _float32_matrices(recurrent, projection):
             outputs, carry = lstm_recurrence.recurrence(gates_x, valid.astype(gates_x.dtype),
                                                         carry, recurrent, projection)
             return outputs.swapaxes(0, 1), carry
@@ -175,11 +174,12 @@ class LSTMStack(nn.Module):
     projection: int | None = None
     dtype: jnp.dtype = jnp.float32
     spec: LinearSpec = LinearSpec()
+    hand_written_backward: bool = True  # `LSTM.hand_written_backward`
 
     def setup(self):
         dims = [self.input_dim] + [self.projection or self.hidden] * (self.num_layers - 1)
-        self.layers = [LSTM(d, self.hidden, self.projection, self.dtype, self.spec)
-                       for d in dims]
+        self.layers = [LSTM(d, self.hidden, self.projection, self.dtype, self.spec,
+                            self.hand_written_backward) for d in dims]
 
     @property
     def output_dim(self) -> int:

@@ -1,14 +1,17 @@
 """The streaming RNN-T model: LSTM encoder, prediction network (LSTM, or stateless:
 `amnet.rnnt.predictor`), additive joint.
 
-    model = Transducer(TransducerConfig(...))
+    model = amnet.build.transducer(TransducerConfig(...))  # = Transducer(config, encoder)
     params = model.init(rng, features, feature_lengths, targets, target_lengths)["params"]
     costs = model.apply({"params": params}, features, feature_lengths, targets, target_lengths)
 
-The encoder is `amnet.amortized.encoder.Encoder`: one branch (the dense baseline, or a single
-sparse or
-low-rank encoder) or K >= 2 branches with an arbitrator (AmNet). `forward` also returns the
-routing trace that AmNet's loss needs.
+The encoder is passed in (`Transducer(config, encoder)`; `amnet.build.transducer` makes it from
+the config): any module with the interface of `amnet.amortized.encoder.Encoder`, i.e.
+`__call__(x [B, T, D], lengths [B], state=None, *, noise=None, temperature=1.0)` ->
+(outputs `[B, T, P]`, state, routing trace or None), `initial_state(batch)` and
+`step(x_t [B, D], state)` -> (output `[B, P]`, state, branch `[B]`). The dense baseline's is a
+single LSTM stack (no trace); AmNet's has K branches and an arbitrator, and `forward` also
+returns the routing trace that AmNet's loss needs. Its parameters live under `encoder/`.
 
 Shapes: features `[B, T, D]` (stacked log-mels, 30 ms frames), targets `[B, U]`, joint width J,
 vocabulary V (id 0 = blank, also the prediction network's start symbol).
@@ -20,13 +23,13 @@ CTC logits `[B, T, V]` for the auxiliary CTC loss (`amnet.rnnt.ctc`; training an
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet.amortized.encoder import Encoder, EncoderState, RoutingTrace
+from amnet.data.text import CHAR_VOCAB_SIZE
 from amnet.rnnt import ctc, flops
 from amnet.rnnt import loss as rnnt
 from amnet.rnnt import pruned_loss as rnnt_pruned
@@ -37,7 +40,7 @@ from amnet.rnnt.predictor import StatelessPredictor
 @dataclasses.dataclass(frozen=True)
 class TransducerConfig:
     input_dim: int = 240  # 3 stacked 80-dim log-mel frames
-    vocab_size: int = 29  # blank + characters
+    vocab_size: int = CHAR_VOCAB_SIZE  # blank + characters (`amnet.data.text`)
     encoder_layers: int = 3
     encoder_hidden: int = 320
     encoder_projection: int | None = None
@@ -54,6 +57,9 @@ class TransducerConfig:
     blank_bias_init: float = 0.0
     dtype: str = "float32"  # matmul dtype ("bfloat16" for mixed precision; params stay fp32)
     loss_frames_per_chunk: int = 1  # frames per rematerialized step of the fused loss
+    # The LSTMs' backward pass: "hand_written" (`amnet.rnnt.lstm_recurrence`) or "autodiff"
+    # (XLA's autodiff of the plain scan; `benchmarks.run` measures both side by side).
+    lstm_backward: str = "hand_written"
     # "fused": the exact loss (`amnet.rnnt.rnnt_loss_fused`); "pruned": the pruned loss with a
     # simple joint (`amnet.rnnt.pruned_loss`), the full joint on `prune_range` tokens per frame.
     loss: str = "fused"
@@ -71,6 +77,9 @@ class TransducerConfig:
             flops.LinearSpec.parse(spec)  # a clear error for a bad spec, at construction
         if self.predictor not in ("lstm", "stateless"):
             raise ValueError(f"predictor must be 'lstm' or 'stateless', got {self.predictor!r}")
+        if self.lstm_backward not in ("hand_written", "autodiff"):
+            raise ValueError(f"lstm_backward must be 'hand_written' or 'autodiff', got "
+                             f"{self.lstm_backward!r}")
         if self.loss not in ("fused", "pruned"):
             raise ValueError(f"loss must be 'fused' or 'pruned', got {self.loss!r}")
 
@@ -81,28 +90,24 @@ class Losses(NamedTuple):
     rnnt: jax.Array  # [B] -log P(y | x) under the transducer (pruned: 0 where infeasible)
     ctc: jax.Array | None  # [B] CTC cost of the encoder head (0 where infeasible), or None
     ctc_feasible: jax.Array | None  # [B] bool: the targets fit the frames under CTC
-    trace: RoutingTrace | None  # AmNet's routing record (None with one branch)
+    trace: Any  # the encoder's routing record (AmNet's `RoutingTrace`; None with one branch)
     simple: jax.Array | None = None  # [B] the simple joint's cost (pruned loss), or None
     pruned_feasible: jax.Array | None = None  # [B] bool: the pruning windows fit (pruned loss)
 
 
 class Transducer(nn.Module):
     config: TransducerConfig
+    encoder: nn.Module  # features -> encoder outputs (module docstring)
 
     def setup(self):
         c = self.config
         dtype = jnp.dtype(c.dtype)
-        self.encoder = Encoder(
-            c.input_dim, c.encoder_hidden, c.encoder_layers, c.encoder_projection, dtype,
-            branches=tuple(flops.LinearSpec.parse(b) for b in c.encoder_branches),
-            arbitrator_hidden=c.arbitrator_hidden,
-            branch_flops=tuple(float(f) for f in flops.frame_costs(c).per_branch),
-            frame_period_s=c.frame_period_s, processor_flops=c.processor_flops)
         self.embed = nn.Embed(c.vocab_size, c.embed_dim)
         self.predictor = (
             StatelessPredictor(c.embed_dim, c.predictor_hidden, c.predictor_context, dtype)
             if c.predictor == "stateless" else
-            LSTMStack(c.embed_dim, c.predictor_hidden, c.predictor_layers, dtype=dtype))
+            LSTMStack(c.embed_dim, c.predictor_hidden, c.predictor_layers, dtype=dtype,
+                      hand_written_backward=c.lstm_backward == "hand_written"))
         self.encoder_to_joint = nn.Dense(c.joint_dim, dtype=dtype)
         self.predictor_to_joint = nn.Dense(c.joint_dim, use_bias=False, dtype=dtype)
         self.output_kernel = self.param("output_kernel", nn.initializers.lecun_normal(),
@@ -182,7 +187,7 @@ class Transducer(nn.Module):
         return self.output_kernel.astype(self.config.dtype)
 
     def encode(self, features: jax.Array, lengths: jax.Array,
-               state: EncoderState | None = None) -> tuple[jax.Array, EncoderState]:
+               state: Any = None) -> tuple[jax.Array, Any]:
         """features `[B, T, D]` -> enc_proj `[B, T, J]` and the encoder state (argmax routing)."""
         outputs, state, _ = self.encoder(features, lengths, state)
         return self.encoder_to_joint(outputs), state
@@ -192,7 +197,7 @@ class Transducer(nn.Module):
         outputs, _, _ = self.encoder(features, lengths)
         return self.ctc_output(outputs)
 
-    def route(self, features: jax.Array, lengths: jax.Array) -> RoutingTrace | None:
+    def route(self, features: jax.Array, lengths: jax.Array) -> Any:
         """The inference-time routing trace of whole utterances (None with one branch)."""
         return self.encoder(features, lengths)[2]
 
@@ -214,7 +219,7 @@ class Transducer(nn.Module):
         """(encoder state, predictor carries) for a fresh stream."""
         return self.encoder.initial_state(batch), self.predictor.initial_carry(batch)
 
-    def encode_step(self, frame: jax.Array, state: EncoderState):
+    def encode_step(self, frame: jax.Array, state: Any):
         """frame `[B, D]` -> enc_proj `[B, J]`, the new encoder state and the branch `[B]`."""
         output, state, branch = self.encoder.step(frame, state)
         return self.encoder_to_joint(output), state, branch

@@ -21,19 +21,18 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from amnet.amortized.objective import Objective, rnnt_objective
-from amnet.rnnt import ctc, decoding, frontend
+from amnet.rnnt import frontend
+from amnet.rnnt.objective import Objective, rnnt_objective
 from amnet.rnnt.transducer import Transducer
+from amnet.training import parallel
 
 Params = Any
 
 ROUTING_STREAM = 0x7FFF_FFFF  # key stream of the routing noise, apart from per-step keys
-DEVICE_KEYS = ("audio", "audio_lengths", "tokens", "token_lengths", "weights")
 
 
 @flax.struct.dataclass
@@ -47,17 +46,6 @@ class TrainState:
     frozen: Any = None
 
 
-def make_mesh(num_devices: int = -1) -> Mesh:
-    """A 1-D `('data',)` mesh over the first `num_devices` devices (-1: all, every process)."""
-    devices = jax.devices()
-    count = len(devices) if num_devices == -1 else num_devices
-    if not 0 < count <= len(devices):
-        raise ValueError(f"asked for {num_devices} devices, {len(devices)} exist")
-    # Auto axis: outside shard_map (decoding, evaluation) XLA's partitioner shards the batch.
-    return jax.make_mesh((count,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices[:count])
-
-
 def create_train_state(model: Transducer, optimizer: optax.GradientTransformation,
                        bucket: tuple[int, int], frontend_config: frontend.FrontendConfig,
                        seed: int, mesh: Mesh) -> TrainState:
@@ -69,25 +57,19 @@ def create_train_state(model: Transducer, optimizer: optax.GradientTransformatio
     init = lambda k: model.init(k, features, jnp.full((1,), frames),  # noqa: E731
                                 jnp.ones((1, tokens), jnp.int32),
                                 jnp.full((1,), tokens))["params"]
-    replicated = NamedSharding(mesh, P())
-    params = jax.jit(init, out_shardings=replicated)(jax.random.fold_in(key, 0))
-    opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-    return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
-                      opt_state=opt_state,
-                      rng=jax.device_put(jax.random.key_data(jax.random.fold_in(key, 1)),
-                                         replicated))
+    params = jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(
+        jax.random.fold_in(key, 0))
+    return new_state(params, optimizer, jax.random.key_data(jax.random.fold_in(key, 1)), mesh)
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Process-local rows -> global arrays sharded along `data` (device fields only)."""
-    sharding = NamedSharding(mesh, P("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in DEVICE_KEYS}
-
-
-def local_rows(array: jax.Array) -> np.ndarray:
-    """This process's rows of a `data`-sharded global array, in batch order."""
-    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
-    return np.concatenate([np.asarray(s.data) for s in shards])
+def new_state(params: Any, optimizer: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+              frozen: Any = None) -> TrainState:
+    """Step 0 of training `params` (the full model, or a neural diff with the base model and
+    the diff's structure in `frozen`), replicated over `mesh`; `rng`: raw key data."""
+    params = parallel.replicated(mesh, params)
+    opt_state = jax.jit(optimizer.init, out_shardings=parallel.replicated_sharding(mesh))(params)
+    return parallel.replicated(mesh, TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                                opt_state=opt_state, rng=rng, frozen=frozen))
 
 
 def _augment(rng: jax.Array, features: jax.Array, lengths: jax.Array, rows: jax.Array,
@@ -120,7 +102,7 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
 
-    objective: `amnet.amortized.objective` signature; default plain RNN-T. Its per-utterance
+    objective: `amnet.rnnt.objective.Objective` signature; default plain RNN-T. Its per-utterance
     metrics are
       reported as weighted means over the global batch.
     constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
@@ -188,53 +170,3 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
     return jax.jit(sharded, donate_argnums=0)
 
 
-def make_decoder(model: Transducer, frontend_config: frontend.FrontendConfig, *, beam: int,
-                 max_length: int, max_symbols_per_frame: int,
-                 fusion: decoding.Fusion | None = None):
-    """Returns `decode(params, global_batch) -> (tokens, lengths)`; beam 0 means greedy.
-    `fusion`: automata fused into the beam search (an n-gram LM, a lexicon: `amnet.rnnt.lm`)."""
-    if fusion is not None and not beam:
-        raise ValueError("shallow fusion needs beam search (beam > 0)")
-
-    def decode(params, batch, fusion):
-        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
-                                               frontend_config)
-        if beam:
-            return decoding.beam_decode(model, params, features, lengths, beam=beam,
-                                        max_length=max_length,
-                                        max_symbols_per_frame=max_symbols_per_frame,
-                                        fusion=fusion)
-        return decoding.greedy_decode(model, params, features, lengths, max_length=max_length,
-                                      max_symbols_per_frame=max_symbols_per_frame)
-
-    jitted = jax.jit(decode)  # the automata are arguments, not constants baked into the code
-    return lambda params, batch: jitted(params, batch, fusion)
-
-
-def make_ctc_decoder(model: Transducer, frontend_config: frontend.FrontendConfig):
-    """Returns `decode(params, global_batch) -> (tokens, lengths)`: CTC greedy decoding of the
-    encoder's CTC head (`amnet.rnnt.ctc`)."""
-
-    def decode(params, batch):
-        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
-                                               frontend_config)
-        logits = model.apply({"params": params}, features, lengths, method=Transducer.ctc_logits)
-        return ctc.greedy_decode(logits, lengths, blank=model.config.blank)
-
-    return jax.jit(decode)
-
-
-def make_probe(model: Transducer, frontend_config: frontend.FrontendConfig):
-    """Returns `probe(params, global_batch) -> (rnnt, rnnt with the encoder output replaced by
-    its per-utterance mean, rnnt with another utterance's encoder output)`, each `[B]`,
-    unaugmented: how much the transducer's likelihood depends on the audio (docs/rnnt.md)."""
-
-    def probe(params, batch):
-        features, lengths = frontend.featurize(batch["audio"], batch["audio_lengths"],
-                                               frontend_config)
-        costs = [model.apply({"params": params}, features, lengths, batch["tokens"],
-                             batch["token_lengths"], encoder_probe=kind, exact=True,
-                             method=Transducer.forward).rnnt for kind in (None, "mean", "swap")]
-        return tuple(costs)
-
-    return jax.jit(probe)

@@ -33,15 +33,14 @@ import safetensors.torch
 import torch
 from absl import app, flags, logging
 
-from amnet import build, trainer
+from amnet import build
 from amnet.amortized import pruning
-from amnet.data import input_pipeline
+from amnet.data import datasets, input_pipeline
 from amnet.evaluation import results as results_io
 from amnet.evaluation import scoring
 from amnet.rnnt import cmvn, frontend
 from amnet.rnnt.flops import LinearSpec
-from amnet.rnnt.transducer import Transducer
-from amnet.training import optim
+from amnet.training import optim, parallel, rundir
 from amnet.training import step as train_step
 from amnet.training.metric_writers import MetricWriter
 from experiments.torch_baselines import convert
@@ -102,12 +101,13 @@ class Pruner:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: Path, restart: bool) -> None:
-    if (workdir / results_io.METRICS).exists():
-        raise trainer.RunDirError(f"run directory {workdir} already holds a finished run")
-    if (workdir / "config.json").exists():
+    state = rundir.status(workdir)
+    if state == "finished":
+        raise rundir.RunDirError(f"run directory {workdir} already holds a finished run")
+    if state == "unfinished":
         if not restart:
-            raise trainer.RunDirError(f"run directory {workdir} already holds a run; pass "
-                                      "--restart to train it again from scratch")
+            raise rundir.RunDirError(f"run directory {workdir} already holds a run; pass "
+                                     "--restart to train it again from scratch")
         for name in RUN_FILES:
             (workdir / name).unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
     if init not in ("jax", "torch"):
         raise ValueError(f"--init must be jax or torch, got {init!r}")
     workdir = Path(workdir)
-    tokenizer = trainer.make_tokenizer(config)
+    tokenizer = build.tokenizer(config)
     model_config = build.model_config(config, tokenizer.vocab_size)
     if len(model_config.encoder_branches) != 1:
         raise ValueError("the PyTorch baselines have one encoder; got branches "
@@ -145,23 +145,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
     if spec.kind == "sparse" and "pruning" not in config:
         raise ValueError("a sparse encoder needs a `pruning` block in the config")
     # The JAX runner's CMVN statistics (the same subset of the same split).
-    config = cmvn.resolve(config, lambda: trainer.open_dataset(config, config.data.train_split))
+    config = cmvn.resolve(config, lambda: datasets.open_dataset(config, config.data.train_split))
     prepare(config, workdir, restart)
     torch.manual_seed(config.seed)
     front, augment = build.frontend_configs(config)
 
-    train_source = trainer.open_dataset(config, config.data.train_split)
-    train_pipe = trainer.pipeline_config(config, batch_size=config.train.global_batch_size,
+    train_source = datasets.open_dataset(config, config.data.train_split)
+    train_pipe = datasets.pipeline_config(config, batch_size=config.train.global_batch_size,
                                          train=True)
     report = input_pipeline.scan(train_source, tokenizer, train_pipe)
     batches = iter(input_pipeline.make_dataset(train_source, tokenizer, report, train_pipe))
 
     # The JAX run's initial state: its weights (--init=jax) and its augmentation key.
-    jax_model = Transducer(model_config)
+    jax_model = build.transducer(model_config)
     schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
     state = train_step.create_train_state(jax_model, optim.make_optimizer(
         config.optimizer, config.train.steps), train_pipe.buckets[0], front, config.seed,
-        train_step.make_mesh(1))
+        parallel.make_mesh(1))
     model = (convert.to_torch(jax.device_get(state.params), model_config) if init == "jax"
              else TorchTransducer(model_config))
     base_key = jax.random.wrap_key_data(state.rng)
@@ -235,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
 def transcribe(model: TorchTransducer, config: ml_collections.ConfigDict,
                front: frontend.FrontendConfig, tokenizer) -> list[results_io.UtteranceOutput]:
     """Greedy outputs of the test split (features from the JAX frontend, as in training)."""
-    source, report, pipe = trainer.open_eval_split(config, config.data.test_split, tokenizer)
+    source, report, pipe = datasets.open_eval_split(config, config.data.test_split, tokenizer)
     featurize = jax.jit(lambda audio, n: frontend.featurize(audio, n, front))
     model.eval()
     out = []
