@@ -26,13 +26,11 @@ from amnet.evaluation import decode_fns, evaluator, metrics, shallow_fusion
 from amnet.evaluation import routing as routing_report
 from amnet.rnnt import cmvn, decoding
 from amnet.rnnt.transducer import Transducer
-from amnet.training import checkpointing, optim, parallel, preemption, rundir
+from amnet.training import checkpointing, loop, optim, parallel, rundir
 from amnet.training import step as train_step
 from amnet.training.metric_writers import MetricWriter
 
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
+NonFiniteError = loop.NonFiniteError
 
 
 def warm_started(state: train_step.TrainState, config: ml_collections.ConfigDict,
@@ -106,76 +104,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
                     disable=process != 0, dynamic_ncols=True)
     window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-    nonfinite = {"total": 0, "run": 0}
     # Wall clock of the training loop (steps, validation, checkpoints), over resumed segments.
     train_time = {"start": time.perf_counter(),
                   "before": (rundir.train_time_before(workdir, start) if restored is not None
                              else 0.0)}
-    preempted = None
-    with preemption.Preemption() as signals:
-        for step in range(start + 1, last_end + 1):
-            batch = next(iterator)
-            state, step_metrics = step_fn(state, parallel.global_batch(batch, mesh))
-            if int(step_metrics["nonfinite"]):
-                nonfinite["total"] += 1
-                nonfinite["run"] += 1
-                logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a "
-                                "row)", step, nonfinite["run"])
-                if nonfinite["run"] > config.train.max_nonfinite_steps:
-                    checkpointer.wait()
-                    kept = checkpointer.latest_step()
-                    checkpointer.close()
-                    raise NonFiniteError(
-                        f"{nonfinite['run']} consecutive steps up to {step} had a non-finite "
-                        f"loss or gradient (max_nonfinite_steps="
-                        f"{config.train.max_nonfinite_steps}); every one was skipped, and the "
-                        f"last checkpoint (step {kept}) holds the last good params")
-            else:
-                nonfinite["run"] = 0
-            window["utterances"] += float(step_metrics["utterances"])
-            window["audio_seconds"] += float(step_metrics["audio_seconds"])
-            bar.update()
-            if step % config.train.log_every == 0 or step == last_end:
-                elapsed = time.perf_counter() - window["time"]
-                scalars = {"loss": step_metrics["loss"], "grad_norm": step_metrics["grad_norm"],
-                           "learning_rate": optim.learning_rate_schedule(config.optimizer,
-                                                                         config.train.steps)(step),
-                           "utterances_per_s": window["utterances"] / elapsed,
-                           "audio_seconds_per_s": window["audio_seconds"] / elapsed,
-                           "nonfinite_steps": nonfinite["total"],
-                           "train_time_s": train_time["before"] + time.perf_counter()
-                           - train_time["start"]}
-                scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
-                writer.write(step, scalars)
-                bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
-                                utt_s=f"{scalars['utterances_per_s']:.1f}")
-                window = {"utterances": 0.0, "audio_seconds": 0.0, "time": time.perf_counter()}
-            wer = None
-            if step % config.train.eval_every == 0 or step == config.train.steps:
-                counts, losses = evaluator.validate(validators, probe, state.params, eval_split,
-                                          tokenizer, mesh, max_batches=config.train.eval_batches)
-                wer = counts["wer_greedy"].rate
-                writer.write(step, {**{f"eval/{k}": c.rate for k, c in counts.items()},
-                                    **{f"eval/{k}": v for k, v in losses.items()}})
-                if process == 0:
-                    ctc_wer = (f", CTC greedy {counts['wer_ctc_greedy'].rate:.2%}"
-                               if "wer_ctc_greedy" in counts else "")
-                    bar.write(f"step {step}: validation greedy WER {wer:.2%}{ctc_wer}; loss "
-                              f"{losses['loss_per_token']:.3f} nats/token, "
-                              f"{losses['probe_loss_per_token']:.3f} with the encoder output "
-                              f"replaced by its mean, {losses['swap_loss_per_token']:.3f} by "
-                              "another utterance's")
-            saved = step % config.train.checkpoint_every == 0 or step == last_end or \
-                wer is not None
-            if saved:
-                checkpointer.save(step, state, iterator.get_state(), meta, wer=wer)
-            if parallel.agreed(signals.signal_name is not None):
-                if not saved:
-                    checkpointer.save(step, state, iterator.get_state(), meta)
-                preempted = signals.signal_name or "a signal to another process"
-                logging.warning("%s: checkpoint saved at step %d; continue with --resume",
-                                preempted, step)
-                break
+    saved = {"step": None}
+    schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
+
+    def log(step, state, step_metrics):
+        window["utterances"] += float(step_metrics["utterances"])
+        window["audio_seconds"] += float(step_metrics["audio_seconds"])
+        bar.update()
+        if step % config.train.log_every and step != last_end:
+            return
+        elapsed = time.perf_counter() - window["time"]
+        scalars = {"loss": step_metrics["loss"], "grad_norm": step_metrics["grad_norm"],
+                   "learning_rate": schedule(step),
+                   "utterances_per_s": window["utterances"] / elapsed,
+                   "audio_seconds_per_s": window["audio_seconds"] / elapsed,
+                   "nonfinite_steps": step_metrics["nonfinite_steps"],
+                   "train_time_s": train_time["before"] + time.perf_counter()
+                   - train_time["start"]}
+        scalars.update({k: v for k, v in step_metrics.items() if k.startswith("train/")})
+        writer.write(step, scalars)
+        bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}",
+                        utt_s=f"{scalars['utterances_per_s']:.1f}")
+        window.update(utterances=0.0, audio_seconds=0.0, time=time.perf_counter())
+
+    def validate_and_save(step, state, step_metrics):
+        wer = None
+        if step % config.train.eval_every == 0 or step == config.train.steps:
+            counts, losses = evaluator.validate(validators, probe, state.params, eval_split,
+                                                tokenizer, mesh,
+                                                max_batches=config.train.eval_batches)
+            wer = counts["wer_greedy"].rate
+            writer.write(step, {**{f"eval/{k}": c.rate for k, c in counts.items()},
+                                **{f"eval/{k}": v for k, v in losses.items()}})
+            if process == 0:
+                ctc_wer = (f", CTC greedy {counts['wer_ctc_greedy'].rate:.2%}"
+                           if "wer_ctc_greedy" in counts else "")
+                bar.write(f"step {step}: validation greedy WER {wer:.2%}{ctc_wer}; loss "
+                          f"{losses['loss_per_token']:.3f} nats/token, "
+                          f"{losses['probe_loss_per_token']:.3f} with the encoder output "
+                          f"replaced by its mean, {losses['swap_loss_per_token']:.3f} by "
+                          "another utterance's")
+        if step % config.train.checkpoint_every == 0 or step == last_end or wer is not None:
+            checkpointer.save(step, state, iterator.get_state(), meta, wer=wer)
+            saved["step"] = step
+
+    def last_good_checkpoint() -> str:
+        checkpointer.wait()
+        kept = checkpointer.latest_step()
+        checkpointer.close()
+        return f", and the last checkpoint (step {kept}) holds the last good params"
+
+    def save_before_stopping(step, state):
+        if saved["step"] != step:
+            checkpointer.save(step, state, iterator.get_state(), meta)
+
+    state, preempted = loop.fit(
+        step_fn, state, iterator, mesh, range(start + 1, last_end + 1),
+        max_nonfinite_steps=config.train.max_nonfinite_steps, hooks=(log, validate_and_save),
+        on_nonfinite_stop=last_good_checkpoint, on_preempt=save_before_stopping)
+    if preempted:
+        logging.warning("%s: checkpoint saved at step %d; continue with --resume", preempted,
+                        int(state.step))
     bar.close()
     train_time["total"] = train_time["before"] + time.perf_counter() - train_time["start"]
     checkpointer.wait()

@@ -117,8 +117,8 @@ def case_train_step_torch(batch: int, steps: int, compile: bool = False,
 
     from amnet import build
     from amnet.rnnt import flops, frontend
-    from experiments.torch_baselines.model import TorchTransducer
-    from experiments.torch_baselines.rnnt_loss import rnnt_loss
+    from amnet.torch_baselines.model import TorchTransducer
+    from amnet.torch_baselines.rnnt_loss import rnnt_loss
 
     config, vocab = models.step_config(batch, preset)
     front, _ = build.frontend_configs(config)
@@ -183,7 +183,7 @@ def case_loss(variant: str, b: int, t: int, u: int, v: int, h: int, repeats: int
     if variant == "torch":
         import torch
 
-        from experiments.torch_baselines.rnnt_loss import rnnt_loss
+        from amnet.torch_baselines.rnnt_loss import rnnt_loss
 
         tensors = [torch.from_numpy(x).requires_grad_() for x in (enc, pred, kernel, bias)]
         tgt = torch.from_numpy(targets.astype("int64"))

@@ -15,7 +15,7 @@ streaming (`amnet.rnnt.streaming`) on the first `--stream_utterances` test utter
 
 With `--cost_sweep=experiments/sweeps/amnet_cost_small.toml` (run into <workdir>/cost_sweep),
 the cost-only model matched to `--matched_to`'s MFLOPs/frame joins the table
-(`experiments.amnet_matched`): the paper's comparison of two routings at the same average cost.
+(`amnet.studies.amnet_matched`): the paper's comparison of two routings at the same average cost.
 
 Writes <workdir>/table.md, table.json, routing.png (routing_matched.png), wer_vs_flops.png,
 upl.png. Finished runs are reused (delete a model's directory to retrain it).
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from experiments.amnet_comparison import PAPER_MODELS, Comparison, compare
+from amnet.studies.amnet_comparison import PAPER_MODELS, Comparison, compare
 
 _DENSE_RUN = flags.DEFINE_string("dense_run", "runs/demo",
                                  "Run directory of the trained dense baseline (warm start).")

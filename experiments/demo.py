@@ -38,11 +38,11 @@ from amnet.data.corpus import report as corpus_report
 from amnet.data.corpus import spoken_commands
 from amnet.evaluation import results as results_io
 from amnet.evaluation import scoring
+from amnet.studies import amnet_comparison
+from amnet.studies.update_trainer import UpdateTrainer
 from amnet.training import checkpointing, metric_writers, rundir
-from experiments import amnet_comparison
 from experiments.configs import baseline
 from experiments.configs import neuraldiff as neuraldiff_config
-from experiments.neuraldiff_training import UpdateTrainer
 from neuraldiff import cli, model_file, updates
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's own).")

@@ -6,7 +6,7 @@ r"""Successive neural-diff updates over corpus generations g1..g5, against basel
 
 Writes <workdir>/results.{json,md} (WER per update, forgetting, new-word recall, gaps to the
 full chain with bootstrap intervals, targets), wer_vs_generation.png and wer_vs_bytes.png;
-re-running resumes (finished chain steps are kept). See experiments/neuraldiff_chains.py.
+re-running resumes (finished chain steps are kept). See amnet/studies/neuraldiff_chains.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from experiments import neuraldiff_report
-from experiments.neuraldiff_chains import (
+from amnet.studies import neuraldiff_report
+from amnet.studies.neuraldiff_chains import (
     Experiment,
     chains,
     config_from_flags,

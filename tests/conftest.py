@@ -26,15 +26,17 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from amnet.data.corpus import spoken_commands  # noqa: E402
+from tests.helpers import HANG_GUARD_S, ROOT, TINY_SEED, cpu_env, tiny_name  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-TINY_SEED = 7
-# Timeouts on subprocesses and waits are hang guards only: a run that is merely slow (machines
-# differ by 2-3x, and make test runs two workers) must never fail on time.
-HANG_GUARD_S = 1800
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end run through an entry point (tens of "
+                            "seconds); `pytest -m 'not slow'` is the quick loop, make test runs "
+                            "everything")
 
 
 @contextlib.contextmanager
@@ -65,21 +67,15 @@ def tiny_data_dir(tmp_path_factory):
     return data_dir
 
 
-def tiny_name(generation: int) -> str:
-    return f"spoken_commands/tiny_g{generation}_s{TINY_SEED}"
-
-
 @pytest.fixture(scope="session")
 def tiny_dense_run(tiny_data_dir, tmp_path_factory):
     """A finished tiny dense RNN-T run on g0 (`experiments.train`, baseline.py:tiny)."""
-    from tests.test_train import ROOT, _env
-
     with _shared(tmp_path_factory, "dense-run") as (workdir, built):
         if not built:
             out = subprocess.run(
                 [sys.executable, "-m", "experiments.train",
                  f"--config={ROOT}/experiments/configs/baseline.py:tiny", f"--workdir={workdir}",
                  f"--config.data.name={tiny_name(0)}", f"--config.data.data_dir={tiny_data_dir}"],
-                cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+                cwd=ROOT, env=cpu_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
             assert out.returncode == 0, out.stderr[-4000:]
     return Path(workdir)

@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 
 from amnet.amortized import pruning
+from amnet.studies import amnet_matched
 from amnet.training import checkpointing
-from experiments import amnet_matched
-from tests.conftest import HANG_GUARD_S
-from tests.test_train import ROOT, _env
+from tests.helpers import HANG_GUARD_S, ROOT, cpu_env
 
 
 def _run(args):
-    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
+    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=cpu_env(), text=True,
                          capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-4000:]
     return out.stdout
 
 
+@pytest.mark.slow
 def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir, tiny_dense_run,
                                                                   tmp_path):
     dense = tiny_dense_run
@@ -54,7 +54,7 @@ def test_three_branches_train_from_a_dense_run_and_fill_the_table(tiny_data_dir,
 
     # Matched compute: the two sweep runs enclose three's MFLOPs/frame, the interpolated λ lies
     # between them, and with no run left to train the table takes the closer sweep run.
-    # (Training at the interpolated λ: experiments.amnet_matched's docs/results.md run.)
+    # (Training at the interpolated λ: amnet.studies.amnet_matched's docs/results.md run.)
     points = amnet_matched.sweep_points(paper / "cost_sweep")
     assert sorted(p.weight for p in points) == [0.01, 100.0]
     found = amnet_matched.bracket(points, three["mflops_per_frame"])
@@ -115,13 +115,13 @@ for module in sys.argv[1:]:
 def test_entry_points_define_their_flags_once():
     """`make demo` imports the comparison; absl refuses a flag defined twice (at import)."""
     out = subprocess.run([sys.executable, "-c", FLAGS_SCRIPT, *ENTRY_POINTS], cwd=ROOT,
-                         env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
+                         env=cpu_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     # The check catches a duplicate: a module that defines an existing flag again fails.
     duplicate = subprocess.run(
         [sys.executable, "-c", FLAGS_SCRIPT.replace(
             "importlib.import_module(module)",
             "importlib.import_module(module); flags.DEFINE_string('workdir', '', '')"),
-         "experiments.train"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+         "experiments.train"], cwd=ROOT, env=cpu_env(), capture_output=True, text=True,
         timeout=HANG_GUARD_S)
     assert duplicate.returncode == 1 and "DuplicateFlagError" in duplicate.stdout

@@ -12,7 +12,7 @@ from amnet import build
 from amnet.data import input_pipeline
 from amnet.rnnt import cmvn, frontend
 from experiments.configs import baseline
-from tests.conftest import tiny_name
+from tests.helpers import tiny_name
 
 
 def _source(count=5, seed=0):

@@ -8,7 +8,7 @@ import pytest
 
 from amnet.data.corpus import grammar, recipe, speech_synth, spoken_commands
 from amnet.data.text import normalize_text
-from tests.conftest import TINY_SEED
+from tests.helpers import TINY_SEED
 
 SPLITS = ("train", "validation", "test")
 

@@ -8,23 +8,28 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
-from amnet import build
 from amnet.data import datasets
 from amnet.device import features, kernels, search
 from amnet.device.network import Network
 from amnet.device.recognizer import Recognizer
-from amnet.device.spec import DeviceSpec, SpecError
+from amnet.device.spec import SpecError
 from amnet.evaluation import shallow_fusion
 from amnet.rnnt import decoding, frontend, lm
 from amnet.rnnt.flops import LinearSpec
-from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.rnnt.transducer import Transducer
 from amnet.training import rundir
 from neuraldiff import model_file
-from tests.test_train import ROOT, _env
+from tests.helpers import (
+    ROOT,
+    SEARCH,
+    cpu_env,
+    random_model,
+    transcribe_cli,
+    wav_bytes,
+)
 
 HANG_GUARD_S = 300
 
@@ -35,7 +40,7 @@ def test_the_device_runtime_imports_neither_jax_nor_flax():
             "neuraldiff.cli; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')); "
             "print(loaded); assert not loaded")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), text=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cpu_env(), text=True,
                          capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -96,53 +101,8 @@ def test_int8_kernels_are_within_half_a_step_of_the_weights_in_a_quarter_of_the_
     assert kernels.int8(lowrank) is lowrank  # thin factors stay float32
 
 
-def _random_model(branches, predictor="lstm", num_mels=80, projection=None):
-    """A random transducer (no training): its decisions exercise every path of the search."""
-    config = TransducerConfig(input_dim=24, vocab_size=7, encoder_layers=2, encoder_hidden=16,
-                              encoder_projection=projection, embed_dim=6, predictor=predictor,
-                              predictor_hidden=12, joint_dim=10, encoder_branches=branches,
-                              arbitrator_hidden=5, frame_period_s=0.03, processor_flops=3e5,
-                              blank_bias_init=1.0, ctc_head=True)
-    model = build.transducer(config)
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(1, 30, 24)).astype(np.float32)
-    params = jax.device_get(model.init(jax.random.key(0), x, np.array([30]),
-                                       np.ones((1, 3), np.int32), np.array([3]))["params"])
-    # Random LSTMs change slowly: a larger, centred encoder projection makes the joint's
-    # decisions follow the frames (labels, several per frame, and blanks).
-    joint = params["encoder_to_joint"]
-    joint["kernel"] = np.asarray(joint["kernel"]) * 10
-    enc_proj, _ = model.apply({"params": params}, x, np.array([30]), method=Transducer.encode)
-    joint["bias"] = np.asarray(joint["bias"]) - np.asarray(enc_proj[0]).mean(0)
-    flat = {}
-    for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
-        flat["/".join(p.key for p in path)] = np.array(value, np.float32)
-    for k, spec in enumerate(branches):  # sparse branches: 80% exact zeros, as trained
-        if spec.startswith("sparse"):
-            for name, w in flat.items():
-                if name.startswith(f"encoder/branch_{k}/") and w.ndim == 2:
-                    w[rng.random(w.shape) < 0.8] = 0.0
-    if len(branches) > 1:  # a sharper arbitrator: decisions that change from frame to frame
-        flat["encoder/arbitrator/w2"] *= 8.0
-        flat["encoder/arbitrator/b2"][2] = 1.0
-    nested = {}
-    for name, w in flat.items():
-        node = nested
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = w
-    spec = DeviceSpec(asdict(config), asdict(frontend.FrontendConfig(num_mels=num_mels)),
-                      tuple("_abcdef"), 40)
-    return model, nested, flat, spec, x
-
-
-# The JAX decoders' bounds in the parity tests (2 labels per frame: smaller programs to compile).
-_SEARCH = {"max_length": 40, "max_symbols_per_frame": 2}
-
-
 def test_the_stateless_prediction_network_steps_as_in_jax():
-    model, params, flat, spec, _ = _random_model(("dense",), "stateless")
+    model, params, flat, spec, _ = random_model(("dense",), "stateless")
     network = Network(spec, flat)
     tokens = np.array([[0, 3, 1, 4, 1, 5]], np.int32)  # the start symbol, then labels
     expected = model.apply({"params": params}, tokens[:, 1:], np.array([5]),
@@ -158,7 +118,7 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
     """Every kernel (an AmNet with dense, lowrank(3) and sparse(0.8) branches) and the LSTM
     prediction network; the stateless one is checked step by step above."""
     branches = ("dense", "lowrank(3)", "sparse(0.8)")
-    model, params, flat, spec, x = _random_model(branches)
+    model, params, flat, spec, x = random_model(branches)
     lengths = np.array([x.shape[1]])
     network = Network(spec, flat)
     # Encoder outputs and branch decisions, frame by frame against the whole-sequence pass.
@@ -178,17 +138,17 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
     sentences = [np.random.default_rng(i).integers(1, 7, 8) for i in range(30)]
     fusion = (lm.build_ngram(sentences, 7, 3),)
     cases = [("greedy", dict(beam=1), lambda: decoding.greedy_decode(
-                 model, params, x, lengths, **_SEARCH)),
+                 model, params, x, lengths, **SEARCH)),
              ("beam", dict(beam=3), lambda: decoding.beam_decode(
-                 model, params, x, lengths, beam=3, **_SEARCH)),
+                 model, params, x, lengths, beam=3, **SEARCH)),
              ("beam+lm", dict(beam=3, fusion=search.Fusion.of(fusion, [0.4], 0.3)),
-              lambda: decoding.beam_decode(model, params, x, lengths, beam=3, **_SEARCH,
+              lambda: decoding.beam_decode(model, params, x, lengths, beam=3, **SEARCH,
                                            fusion=decoding.Fusion.of(list(fusion), [0.4], 0.3)))]
     for name, kwargs, jax_decode in cases:
         tokens, token_lengths = jax_decode()
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
         recognizer = Recognizer(spec, flat, max_length=spec.max_length,
-                                max_symbols_per_frame=_SEARCH["max_symbols_per_frame"], **kwargs)
+                                max_symbols_per_frame=SEARCH["max_symbols_per_frame"], **kwargs)
         stream = recognizer.stream()
         for frame in x[0]:
             stream.accept_frame(frame)
@@ -200,7 +160,7 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
         frames = result.token_frames
         assert len(frames) == len(expected) and frames == sorted(frames), name
         assert 0 <= frames[0] and frames[-1] < x.shape[1], name
-        assert max(np.bincount(frames)) <= _SEARCH["max_symbols_per_frame"], name
+        assert max(np.bincount(frames)) <= SEARCH["max_symbols_per_frame"], name
 
 
 def test_an_exported_run_transcribes_its_test_split_as_the_training_run_did(
@@ -238,7 +198,7 @@ def test_int8_weights_keep_the_random_models_decisions_close(predictor, projecti
     (the trained model's int8 WER: docs/device.md)."""
     from amnet import transcribe
 
-    _, _, flat, spec, x = _random_model(("dense",), predictor=predictor, projection=projection)
+    _, _, flat, spec, x = random_model(("dense",), predictor=predictor, projection=projection)
     fp32, int8 = Network(spec, flat), Network(spec, flat, int8=True)
     assert int8.weight_bytes() < 0.3 * fp32.weight_bytes()
     state32, state8 = fp32.encoder.initial_state(), int8.encoder.initial_state()
@@ -253,7 +213,7 @@ def test_int8_weights_keep_the_random_models_decisions_close(predictor, projecti
     tokens = []
     for int8_weights in (False, True):
         stream = Recognizer(spec, flat, int8=int8_weights, max_length=spec.max_length,
-                            max_symbols_per_frame=_SEARCH["max_symbols_per_frame"]).stream()
+                            max_symbols_per_frame=SEARCH["max_symbols_per_frame"]).stream()
         for frame in x[0]:
             stream.accept_frame(frame)
         tokens.append(stream.finish().tokens)
@@ -276,19 +236,6 @@ def test_a_model_file_without_a_recognizer_configuration_is_refused(tmp_path):
                     metadata={"amnet": '{"format": "amnet-device/9"}'})
     with pytest.raises(SpecError, match="format 'amnet-device/9'"):
         Recognizer.load(path)
-
-
-def _transcribe(*args):
-    """`python -m amnet.transcribe` in this process (its imports are already paid for)."""
-    import contextlib
-    import io
-
-    from amnet import transcribe
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = transcribe.main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
@@ -327,7 +274,7 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
     soundfile.write(bad / "long.wav", np.zeros(16_000 * 20, np.int16), 16_000)
     soundfile.write(bad / "nan.wav", np.full(1600, np.nan, np.float32), 16_000, subtype="FLOAT")
 
-    out = _transcribe(f"--model={device}", "--format=jsonl", "--words", clips)
+    out = transcribe_cli(f"--model={device}", "--format=jsonl", "--words", clips)
     assert out.returncode == 0, out.stderr
     records = {Path(r["id"]).name: r for r in map(json.loads, out.stdout.splitlines())}
     assert sorted(records) == ["a16k.wav", "b16k.flac", "c44100.wav", "c8000.wav", "d40s.wav"]
@@ -339,16 +286,16 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
     assert records["a16k.wav"]["text"] == records["b16k.flac"]["text"] == expected["greedy"]
     assert records["c44100.wav"]["converted"] == "2 ch 44100 Hz -> mono 16000 Hz"
     assert "converted" not in records["a16k.wav"]
-    beam = _transcribe(f"--run_dir={tiny_dense_run}", "--decoder=beam_lm",
+    beam = transcribe_cli(f"--run_dir={tiny_dense_run}", "--decoder=beam_lm",
                        f"--beam={config.lm.beam}", clips / "a16k.wav")
     assert beam.returncode == 0 and beam.stdout.split("\t")[1].rstrip("\n") == \
         expected["beam_lm"], beam.stderr
     (tmp_path / "phrases.txt").write_text("Ledecky\n\nKalisz\n")
-    boosted = _transcribe(f"--model={device}", "--decoder=beam", "--beam=2",
+    boosted = transcribe_cli(f"--model={device}", "--decoder=beam", "--beam=2",
                           f"--context={tmp_path / 'phrases.txt'}", clips / "a16k.wav")
     assert boosted.returncode == 0 and boosted.stdout.count("\t") == 1, boosted.stderr
 
-    out = _transcribe(f"--model={device}", "--max_seconds=15", clips / "a16k.wav", bad,
+    out = transcribe_cli(f"--model={device}", "--max_seconds=15", clips / "a16k.wav", bad,
                       tmp_path / "missing.wav")
     assert out.returncode == 1
     assert out.stdout.count("\t") == 1  # the good file was transcribed
@@ -362,7 +309,7 @@ def test_the_transcribe_cli_reads_any_rate_and_channels_and_reports_bad_files(
 
     params_only = tmp_path / "params.safetensors"
     model_file.save(params_only, {"w": np.zeros(2, np.float32)})
-    out = _transcribe(f"--model={params_only}", clips)
+    out = transcribe_cli(f"--model={params_only}", clips)
     assert out.returncode == 2 and f"{params_only} carries no recognizer configuration" in \
         out.stderr
 
@@ -406,20 +353,20 @@ def _contains(tokens, phrase):
 def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device():
     import itertools
 
-    model, params, flat, spec, x = _random_model(("dense",))
+    model, params, flat, spec, x = random_model(("dense",))
     lengths = np.array([x.shape[1]])
-    plain = decoding.beam_decode(model, params, x, lengths, beam=3, **_SEARCH)
+    plain = decoding.beam_decode(model, params, x, lengths, beam=3, **SEARCH)
     plain = np.asarray(plain[0][0, :int(plain[1][0])]).tolist()
     phrase = next(list(p) for p in itertools.product(range(1, 7), repeat=3)
                   if not _contains(plain, list(p)))
     for phrases, bonus in (([], 5.0), ([phrase], 5.0)):
         context = lm.build_context([phrase] if phrases else [], 7)
         tokens, token_lengths = decoding.beam_decode(
-            model, params, x, lengths, beam=3, **_SEARCH,
+            model, params, x, lengths, beam=3, **SEARCH,
             fusion=decoding.Fusion.of([context], [bonus]))
         expected = np.asarray(tokens[0, :int(token_lengths[0])]).tolist()
         stream = Recognizer(spec, flat, beam=3, max_length=spec.max_length,
-                            max_symbols_per_frame=_SEARCH["max_symbols_per_frame"],
+                            max_symbols_per_frame=SEARCH["max_symbols_per_frame"],
                             fusion=search.Fusion.of([context], [bonus])).stream()
         for frame in x[0]:
             stream.accept_frame(frame)
@@ -430,22 +377,7 @@ def test_biasing_makes_the_search_emit_a_boosted_phrase_in_jax_and_on_the_device
             assert expected == plain
 
 
-def _wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
-    import io
-    import wave
-
-    buffer = io.BytesIO()
-    samples = np.asarray(samples, np.int16)
-    samples = samples[:, None] if samples.ndim == 1 else samples
-    with wave.open(buffer, "wb") as f:
-        f.setnchannels(samples.shape[1])
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(samples.astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
-_VALID_WAV = _wav_bytes(np.random.default_rng(0).integers(-3000, 3000, 4000))
+_VALID_WAV = wav_bytes(np.random.default_rng(0).integers(-3000, 3000, 4000))
 
 
 def _random_audio_bytes():
@@ -465,7 +397,7 @@ def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
 
     from amnet.device import audio
 
-    model, params, flat, spec, _ = _random_model(("dense",), num_mels=8)  # 3 x 8 = 24 inputs
+    model, params, flat, spec, _ = random_model(("dense",), num_mels=8)  # 3 x 8 = 24 inputs
     recognizer = Recognizer(spec, flat)
     path = tmp_path / "fuzz.wav"
 
@@ -485,9 +417,9 @@ def test_fuzzed_audio_files_give_a_result_or_a_named_error(tmp_path):
              suppress_health_check=[HealthCheck.function_scoped_fixture])(
         given(_random_audio_bytes())(lambda data: None if check(data) else None))()
     rng = np.random.default_rng(1)
-    assert check(_wav_bytes(np.zeros(0))) is None  # zero samples: an error
-    assert check(_wav_bytes(np.ones(1))).text == ""  # one sample: no frame, no text
-    assert check(_wav_bytes(rng.integers(-999, 999, (8000, 8)))).frames == 16  # 8 channels
+    assert check(wav_bytes(np.zeros(0))) is None  # zero samples: an error
+    assert check(wav_bytes(np.ones(1))).text == ""  # one sample: no frame, no text
+    assert check(wav_bytes(rng.integers(-999, 999, (8000, 8)))).frames == 16  # 8 channels
     absurd = bytearray(_VALID_WAV)
     absurd[24:28] = (2**31 - 1).to_bytes(4, "little")  # the header's sample rate
     (tmp_path / "absurd.wav").write_bytes(bytes(absurd))
@@ -526,7 +458,7 @@ def test_endless_audio_is_cut_at_endpoints_into_segments_decoded_as_alone():
 
     from amnet.device.recognizer import Endpointing
 
-    model, params, flat, spec, _ = _random_model(("dense",), num_mels=8)
+    model, params, flat, spec, _ = random_model(("dense",), num_mels=8)
     recognizer = Recognizer(spec, flat)
     audio = _long_audio(120)
     rules = Endpointing(trailing_silence_after_text_s=0.3, trailing_silence_s=0.6,
@@ -574,14 +506,14 @@ def test_recognizers_loading_while_updates_apply_see_the_old_or_the_new_model(tm
     from amnet.device.spec import METADATA_KEY
     from neuraldiff import package, posthoc
 
-    _, _, flat, spec, _ = _random_model(("dense",), num_mels=8)
+    _, _, flat, spec, _ = random_model(("dense",), num_mels=8)
     other = {n: (w + 0.5).astype(np.float32) for n, w in flat.items()}
     device = tmp_path / "device.safetensors"
     model_file.save(device, flat, metadata={METADATA_KEY: spec.to_json()})
     models = [flat, other]
     expected = {m["output_bias"].tobytes().hex()[:16] for m in models}
     readers = [subprocess.Popen([sys.executable, "-c", _READER, str(device), "4"], cwd=ROOT,
-                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(3)]
     import time
 

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from amnet.data import input_pipeline as ip
 from amnet.data.text import CharTokenizer
-from tests.conftest import tiny_name
+from tests.helpers import tiny_name
 
 TOKENIZER = CharTokenizer()
 BUCKETS = ((8_000, 20), (16_000, 40), (32_000, 60))

@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from launch import commands, slurm, tpu_vm
-from tests.conftest import HANG_GUARD_S
-from tests.test_train import ROOT, _env
+from tests.helpers import HANG_GUARD_S, ROOT, cpu_env
 
 EXPERIMENT = ("experiments.train --config=experiments/configs/baseline.py:librispeech "
               "--config.data.data_dir=gs://bk/tensorflow_datasets")
@@ -73,13 +72,14 @@ def test_dry_runs_through_the_entry_points_print_and_run_nothing(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "launch.tpu_vm", "--name=asr", "--zone=us-west4-a",
          "--accelerator_type=v5litepod-16", "--bucket=bk", "--run=r", f"--experiment={EXPERIMENT}",
-         "--dry_run"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
+         "--dry_run"], cwd=ROOT, env=cpu_env(), capture_output=True, text=True,
+        timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.strip().splitlines()) == 7
     out = subprocess.run(
         [sys.executable, "-m", "launch.slurm", "--name=ls", "--nodes=2",
          f"--workdir={tmp_path}/run", f"--experiment={EXPERIMENT}", "--dry_run"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
+        cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith(f"sbatch {tmp_path}/run.sbatch")
     assert not (tmp_path / "run.sbatch").exists()

@@ -1,6 +1,6 @@
 """The layering rule of the README, read from the imports of every module: data flows one way
-(data -> rnnt -> amortized -> training -> evaluation -> device -> composition root -> entry
-points), and each layer imports only from itself and the layers before it."""
+(data -> rnnt -> amortized -> training -> evaluation -> device -> configs -> composition root
+and studies -> entry points), and each layer imports only from itself and the layers before it."""
 
 import ast
 from pathlib import Path
@@ -19,7 +19,8 @@ LAYERS = (
     ("amnet.training",),
     ("amnet.evaluation",),
     ("amnet.device",),
-    ("amnet",),  # the composition root (build) and what composes: trainer, updates, export, ...
+    ("experiments.configs",),  # run configs: Python files returning a ConfigDict
+    ("amnet",),  # the composition root (build) and what composes it: trainer, studies, export
     ("experiments", "benchmarks", "launch", "neuraldiff.cli"),  # entry points and benchmarks
 )
 

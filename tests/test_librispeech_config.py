@@ -13,8 +13,7 @@ import tensorflow_datasets as tfds
 from amnet import build
 from amnet.data import input_pipeline
 from experiments.configs import librispeech
-from tests.conftest import HANG_GUARD_S, tiny_name
-from tests.test_train import ROOT, _env
+from tests.helpers import HANG_GUARD_S, ROOT, cpu_env, tiny_name
 
 SPLITS = {"train_clean100": ("train", 24), "dev_clean": ("validation", 4),
           "test_clean": ("test", 4)}
@@ -50,13 +49,14 @@ class FakeLibrispeech(tfds.core.GeneratorBasedBuilder):
                                    "chapter_id": i, "id": f"{split}-{i}"}
 
 
+@pytest.mark.slow
 def test_wordpiece_librispeech_config_trains_on_a_fake_librispeech(tiny_data_dir, tmp_path):
     FakeLibrispeech(source_dir=str(tiny_data_dir), data_dir=str(tmp_path)).download_and_prepare()
     tokenizer = tmp_path / "wpm"
     out = subprocess.run(
         [sys.executable, "-m", "experiments.build_tokenizer", "--dataset=fake_librispeech",
          f"--data_dir={tmp_path}", "--vocab_size=48", f"--out={tokenizer}"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+        cwd=ROOT, env=cpu_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-3000:]
     config = librispeech.get_config("full")
     assert (config.model.encoder_layers, config.model.encoder_hidden,
@@ -66,7 +66,7 @@ def test_wordpiece_librispeech_config_trains_on_a_fake_librispeech(tiny_data_dir
          f"--config={ROOT}/experiments/configs/librispeech.py:tiny", f"--workdir={tmp_path}/run",
          f"--config.data.data_dir={tmp_path}", f"--config.data.tokenizer={tokenizer}.model",
          "--config.eval.test_decoders=greedy"],
-        cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+        cwd=ROOT, env=cpu_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["step"] == 6 and 0 <= results["test_wer_greedy"]

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from neuraldiff import coding, hashed, model_file, package, posthoc, signing, sparse, tree, updates
 from neuraldiff.package import TensorUpdate
-from tests.conftest import HANG_GUARD_S
-from tests.test_train import ROOT, _env
+from tests.helpers import HANG_GUARD_S, ROOT, cpu_env
 
 
 def _model(seed=0):
@@ -475,7 +474,7 @@ def test_zstd_patch_is_lossless_and_small_for_a_small_change():
 # -- CLI ---------------------------------------------------------------------------------
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "neuraldiff.cli", *args], cwd=ROOT, env=_env(),
+    return subprocess.run([sys.executable, "-m", "neuraldiff.cli", *args], cwd=ROOT, env=cpu_env(),
                           capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
@@ -545,7 +544,7 @@ def test_model_files_are_the_same_bytes_in_every_process(tmp_path):
             "sys.stdout.buffer.write(model_file.to_bytes(params, version=3, "
             f"metadata={metadata!r}))")
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=_env(),
+        out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=cpu_env(),
                              capture_output=True, timeout=HANG_GUARD_S)
         assert out.returncode == 0, out.stderr
         assert out.stdout == here

@@ -7,17 +7,21 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from amnet.data.corpus import grammar
+from amnet.evaluation import compare
 from amnet.evaluation import results as results_io
 from amnet.evaluation.metrics import word_errors, word_recall
-from experiments import compare, neuraldiff_biasing, neuraldiff_generations, neuraldiff_training
+from amnet.studies import neuraldiff_biasing
+from amnet.studies import update_trainer as neuraldiff_training
+from experiments import neuraldiff_generations
 from experiments.configs import neuraldiff as neuraldiff_config
 from neuraldiff import model_file, package
-from tests.conftest import HANG_GUARD_S, tiny_name
-from tests.test_train import ROOT, _env
+from tests.helpers import HANG_GUARD_S, ROOT, cpu_env, tiny_name
 
 
+@pytest.mark.slow
 def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, tiny_dense_run,
                                                                  tmp_path, monkeypatch):
     workdir = tmp_path / "nd"
@@ -29,7 +33,7 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
              f"--config.base_run={tiny_dense_run}", f"--config.data.name={tiny_name(0)}",
              f"--data_dir={tiny_data_dir}", f"--workdir={workdir}",
              "--config.sparse_budgets=0.05"],
-            cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
+            cwd=ROOT, env=cpu_env(), text=True, capture_output=True, timeout=HANG_GUARD_S)
         assert out.returncode == 0, out.stderr[-4000:]
         return out
 

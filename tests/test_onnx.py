@@ -10,14 +10,14 @@ from amnet.device.network import Network
 from amnet.device.recognizer import Recognizer
 from amnet.device.spec import METADATA_KEY, SpecError
 from neuraldiff import model_file
-from tests.test_device import _SEARCH, _random_model, _transcribe, _wav_bytes
+from tests.helpers import SEARCH, random_model, transcribe_cli, wav_bytes
 
 onnx_model = pytest.importorskip("amnet.device.onnx_model")
 pytest.importorskip("onnxruntime", reason="the ONNX tests need the extra `onnx`")
 
 
 def _exported(tmp_path, predictor, projection=None, branches=("dense",)):
-    _, _, flat, spec, x = _random_model(branches, predictor, num_mels=8, projection=projection)
+    _, _, flat, spec, x = random_model(branches, predictor, num_mels=8, projection=projection)
     path = tmp_path / "device.safetensors"
     model_file.save(path, flat, metadata={METADATA_KEY: spec.to_json()})
     return path, flat, spec, x
@@ -64,10 +64,10 @@ def test_the_graphs_compute_what_the_numpy_network_does(tmp_path, predictor, pro
     for kwargs in (dict(beam=1), dict(beam=3)):
         texts = []
         for recognizer in (Recognizer(spec, flat, max_length=spec.max_length,
-                                      max_symbols_per_frame=_SEARCH["max_symbols_per_frame"],
+                                      max_symbols_per_frame=SEARCH["max_symbols_per_frame"],
                                       **kwargs),
                            Recognizer(spec, network=network, max_length=spec.max_length,
-                                      max_symbols_per_frame=_SEARCH["max_symbols_per_frame"],
+                                      max_symbols_per_frame=SEARCH["max_symbols_per_frame"],
                                       **kwargs)):
             stream = recognizer.stream()
             for frame in x[0]:
@@ -86,13 +86,13 @@ def test_the_cli_exports_and_transcribe_reads_the_graphs(tmp_path):
     assert (tmp_path / "fp32" / "tokens.txt").read_text().splitlines() == [
         f"{t} {i}" for i, t in enumerate("_abcdef")]
     wav = tmp_path / "clip.wav"
-    wav.write_bytes(_wav_bytes((np.random.default_rng(0).normal(0, 3000, 16_000)).astype(
+    wav.write_bytes(wav_bytes((np.random.default_rng(0).normal(0, 3000, 16_000)).astype(
         np.int16)))
-    numpy_out = _transcribe(f"--model={path}", wav)
-    onnx_out = _transcribe(f"--onnx={tmp_path / 'fp32'}", wav)
+    numpy_out = transcribe_cli(f"--model={path}", wav)
+    onnx_out = transcribe_cli(f"--onnx={tmp_path / 'fp32'}", wav)
     assert numpy_out.returncode == onnx_out.returncode == 0, onnx_out.stderr
     assert numpy_out.stdout == onnx_out.stdout
-    missing = _transcribe(f"--onnx={tmp_path}", wav)
+    missing = transcribe_cli(f"--onnx={tmp_path}", wav)
     assert missing.returncode != 0 and "no encoder.onnx, decoder.onnx, joiner.onnx" in \
         missing.stderr
 

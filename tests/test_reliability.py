@@ -21,8 +21,16 @@ from amnet.training import checkpointing, optim, parallel
 from amnet.training import step as train_step
 from amnet.training.metric_writers import read_metrics
 from experiments.configs import baseline
-from tests.conftest import HANG_GUARD_S, tiny_name
-from tests.test_train import ROOT, _env, _final_params, _leaves, _run, _train_command
+from tests.helpers import (
+    HANG_GUARD_S,
+    ROOT,
+    cpu_env,
+    final_params,
+    leaves,
+    run_command,
+    tiny_name,
+    train_command,
+)
 
 STEPS = ["--config.train.steps=30", "--config.train.checkpoint_every=3",
          "--config.eval.test_decoders=greedy",
@@ -37,8 +45,8 @@ def _checkpoint_steps(workdir):
 
 
 def _start(workdir, data_dir, *extra):
-    return subprocess.Popen(_train_command(workdir, data_dir, *STEPS, *extra), cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(train_command(workdir, data_dir, *STEPS, *extra), cwd=ROOT,
+                            env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -68,11 +76,12 @@ def _wait_for_checkpoint(process, workdir, at_least):
     return _checkpoint_steps(workdir)[-1]
 
 
+@pytest.mark.slow
 def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params(
         tiny_data_dir, tmp_path):
     """An uninterrupted run vs one that is SIGKILLed at 2 random steps, preempted with
     SIGTERM once, and has its newest checkpoint truncated, resuming after each fault."""
-    _run(_train_command(tmp_path / "whole", tiny_data_dir, *STEPS))
+    run_command(train_command(tmp_path / "whole", tiny_data_dir, *STEPS))
     chaos = tmp_path / "chaos"
     rng = random.Random(20261126)
     kills = sorted(rng.sample(range(3, 22, 3), 2))
@@ -102,13 +111,13 @@ def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params
                    key=lambda f: -f.stat().st_size)
     for f in files[:3]:
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
-    final = _run(_train_command(chaos, tiny_data_dir, *STEPS, "--resume"))
+    final = run_command(train_command(chaos, tiny_data_dir, *STEPS, "--resume"))
     assert f"checkpoint at step {result['step']} cannot be read" in final.stderr
 
-    step_a, whole = _final_params(tmp_path / "whole")
-    step_b, resumed = _final_params(chaos)
+    step_a, whole = final_params(tmp_path / "whole")
+    step_b, resumed = final_params(chaos)
     assert step_a == step_b == 30
-    for (name, a), (_, b) in zip(_leaves(whole), _leaves(resumed), strict=True):
+    for (name, a), (_, b) in zip(leaves(whole), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
@@ -150,6 +159,7 @@ def test_a_nan_batch_skips_the_update_and_is_counted():
                                                          strict=True))
 
 
+@pytest.mark.slow
 def test_repeated_nonfinite_steps_stop_the_run_with_the_last_good_checkpoint(
         tiny_data_dir, tmp_path, monkeypatch):
     config = baseline.get_config("tiny")
@@ -203,6 +213,6 @@ def test_no_pickle_on_any_loading_path():
      "cannot read model file /nonexistent.st"),
 ])
 def test_entry_points_name_bad_flags_and_files(args, message):
-    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), text=True,
+    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=cpu_env(), text=True,
                          capture_output=True, timeout=HANG_GUARD_S)
     assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]

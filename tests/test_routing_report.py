@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from amnet.evaluation import routing as routing_report
-from experiments import amnet_matched
+from amnet.studies import amnet_matched
 
 RATE, FRAME = 16_000, 480  # 30 ms encoder frames
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from amnet.amortized.latency import simulate
-from amnet.evaluation import metrics, scoring
+from amnet.evaluation import compare, metrics, scoring
 from amnet.evaluation import results as results_io
 from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.transducer import TransducerConfig
-from experiments import compare
 
 MODEL = TransducerConfig(input_dim=12, vocab_size=29, encoder_layers=1, encoder_hidden=16,
                          embed_dim=4, predictor_hidden=8, joint_dim=8,

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from amnet.evaluation import compare
 from amnet.evaluation import results as results_io
+from amnet.studies import sweep
 from amnet.training.metric_writers import read_metrics
-from experiments import compare, sweep
-from tests.conftest import tiny_name
+from tests.helpers import tiny_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "experiments" / "sweeps" / "tiny_2x2.toml"
@@ -34,6 +35,7 @@ def _one_depth(tmp_path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_with_a_pytorch_baseline_skips_finished_runs_and_compares(
         tiny_data_dir, tmp_path, capsys):
     pytest.importorskip("torch", reason="the sweep's PyTorch baseline needs the extra `torch`")

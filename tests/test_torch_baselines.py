@@ -16,10 +16,10 @@ from amnet.data import input_pipeline  # noqa: E402
 from amnet.rnnt import decoding, frontend  # noqa: E402
 from amnet.rnnt import loss as rnnt  # noqa: E402
 from amnet.rnnt.transducer import Transducer, TransducerConfig  # noqa: E402
+from amnet.torch_baselines import convert  # noqa: E402
+from amnet.torch_baselines import decoding as torch_decoding  # noqa: E402
+from amnet.torch_baselines.rnnt_loss import rnnt_loss as torch_rnnt_loss  # noqa: E402
 from amnet.training import checkpointing, rundir  # noqa: E402
-from experiments.torch_baselines import convert  # noqa: E402
-from experiments.torch_baselines import decoding as torch_decoding  # noqa: E402
-from experiments.torch_baselines.rnnt_loss import rnnt_loss as torch_rnnt_loss  # noqa: E402
 
 SPECS = ("dense", "sparse(0.8)", "lowrank(3)")
 
@@ -128,7 +128,7 @@ def test_pytorch_pruner_masks_what_the_jax_pruner_zeroes():
     import ml_collections
 
     from amnet.amortized import pruning
-    from experiments.torch_baselines.train import Pruner
+    from amnet.torch_baselines.train import Pruner
 
     config = _config("sparse(0.8)")
     params = _params(config, sparse=False)
@@ -181,8 +181,8 @@ def test_the_stateless_predictor_and_ctc_head_agree_and_round_trip():
 
 
 def test_the_pytorch_runner_refuses_the_pruned_loss_it_does_not_have(tmp_path):
+    from amnet.torch_baselines import train as torch_train
     from experiments.configs import baseline
-    from experiments.torch_baselines import train as torch_train
 
     config = baseline.get_config("tiny")
     config.model.loss = "pruned"

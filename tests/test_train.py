@@ -1,64 +1,28 @@
 """Training system: the real entry point, data parallelism, multi-process, kill and resume."""
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from amnet.evaluation import evaluator
 from amnet.evaluation import results as results_io
 from amnet.training.metric_writers import read_metrics
 from experiments.configs.baseline import get_config
-from tests.conftest import HANG_GUARD_S, tiny_name
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = f"{ROOT}/experiments/configs/baseline.py:tiny"
-
-
-def _train_command(workdir, data_dir, *extra):
-    return [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
-            f"--workdir={workdir}", f"--config.data.name={tiny_name(0)}",
-            f"--config.data.data_dir={data_dir}", *extra]
-
-
-def _env(devices=1):
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-            "JAX_PLATFORMS": "cpu"}
-
-
-def _run(command, devices=1, check=True):
-    out = subprocess.run(command, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
-                         timeout=HANG_GUARD_S)
-    if check and out.returncode:
-        raise AssertionError(f"{command} failed:\n{out.stderr[-4000:]}")
-    return out
-
-
-def _final_params(workdir):
-    latest = Path(workdir) / "checkpoints" / "latest"
-    step = max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-    single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    checkpointer = ocp.StandardCheckpointer()
-    path = latest / str(step) / "state"
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=single),
-                          checkpointer.metadata(path).item_metadata)
-    return step, checkpointer.restore(path, target)["params"]
-
-
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        for key, value in sorted(tree.items()):
-            yield from _leaves(value, f"{prefix}/{key}")
-    else:
-        yield prefix, np.asarray(tree)
+from tests.helpers import (
+    HANG_GUARD_S,
+    ROOT,
+    cpu_env,
+    final_params,
+    leaves,
+    run_command,
+    tiny_name,
+    train_command,
+)
 
 
 def test_tiny_config_trains_through_the_entry_point(tiny_dense_run):
@@ -134,9 +98,10 @@ for devices in map(int, sys.argv[1:]):
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_single_device():
     """Two steps on 1 device vs the same global batch on 4 devices (SpecAugment on)."""
-    out = _run([sys.executable, "-c", DP_SCRIPT, "1", "4"], devices=4).stdout
+    out = run_command([sys.executable, "-c", DP_SCRIPT, "1", "4"], devices=4).stdout
     one, four = (json.loads(line) for line in out.strip().splitlines()[-2:])
     assert one["loss"] == pytest.approx(four["loss"], rel=1e-5)
     for a, b in zip(one["params"], four["params"], strict=True):
@@ -149,24 +114,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one_process_of_four_devices(tiny_data_dir, tmp_path):
     steps = ["--config.train.steps=4", "--config.train.eval_every=100",
              "--config.train.eval_batches=1", "--config.train.checkpoint_every=100",
              "--config.eval.test_decoders=greedy"]
-    _run(_train_command(tmp_path / "single", tiny_data_dir, *steps), devices=4)
+    run_command(train_command(tmp_path / "single", tiny_data_dir, *steps), devices=4)
     port = _free_port()
     processes = [subprocess.Popen(
-        _train_command(tmp_path / "multi", tiny_data_dir, *steps, "--distributed",
+        train_command(tmp_path / "multi", tiny_data_dir, *steps, "--distributed",
                        f"--coordinator=localhost:{port}", "--num_processes=2",
                        f"--process_id={i}"),
-        cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, env=cpu_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outputs = [p.communicate(timeout=HANG_GUARD_S) for p in processes]
     for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-4000:]
-    _, single = _final_params(tmp_path / "single")
-    _, multi = _final_params(tmp_path / "multi")
-    for (name, a), (_, b) in zip(_leaves(single), _leaves(multi), strict=True):
+    _, single = final_params(tmp_path / "single")
+    _, multi = final_params(tmp_path / "multi")
+    for (name, a), (_, b) in zip(leaves(single), leaves(multi), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
     # Each process decoded its rows of the test set; process 0 joined the shards.
     one, two = (results_io.read_outputs(tmp_path / run / "outputs.jsonl")
@@ -200,7 +166,8 @@ def test_the_test_decoders_default_to_all_and_a_bad_list_is_named():
     (["--config.data.name=librispeech"], "not prepared under data dir"),
 ])
 def test_bad_configurations_are_named(tiny_data_dir, tmp_path, extra, message):
-    out = _run(_train_command(tmp_path / "run", tiny_data_dir, *extra), devices=4, check=False)
+    out = run_command(train_command(tmp_path / "run", tiny_data_dir, *extra), devices=4,
+                      check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]
 
 
@@ -210,9 +177,9 @@ def test_run_dir_is_never_overwritten_or_mixed(tiny_data_dir, tiny_dense_run, tm
     steps = ["--config.train.steps=2", "--config.train.eval_every=100"]
     shutil.copytree(tiny_dense_run, tmp_path / "run")
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    again = _run(_train_command(tmp_path / "run", tiny_data_dir, *steps), check=False)
+    again = run_command(train_command(tmp_path / "run", tiny_data_dir, *steps), check=False)
     assert again.returncode != 0 and "already holds a run" in again.stderr
-    other = _run(_train_command(tmp_path / "run", tiny_data_dir, *steps, "--resume",
+    other = run_command(train_command(tmp_path / "run", tiny_data_dir, *steps, "--resume",
                                 "--config.model.encoder_hidden=48"), check=False)
     assert other.returncode != 0 and "differs" in other.stderr and "model" in other.stderr
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}

@@ -17,7 +17,7 @@ from amnet.rnnt import decoding, frontend
 from amnet.rnnt.lstm import LSTMStack
 from amnet.rnnt.predictor import StatelessPredictor
 from amnet.rnnt.transducer import Transducer, TransducerConfig
-from tests.conftest import tiny_name
+from tests.helpers import tiny_name
 
 SMALL = TransducerConfig(input_dim=12, vocab_size=7, encoder_layers=2, encoder_hidden=16,
                          embed_dim=8, predictor_hidden=16, joint_dim=16)

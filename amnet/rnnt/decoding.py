@@ -61,24 +61,41 @@ def greedy_init(model: Transducer, params: Params, batch: int, max_length: int) 
 
 def greedy_step(model: Transducer, params: Params, state: GreedyState, enc_frame: jax.Array,
                 valid: jax.Array, *, max_symbols_per_frame: int = 5) -> GreedyState:
-    """Consumes one encoder frame `[B, J]` (`valid` `[B]` masks finished utterances)."""
+    """Consumes one encoder frame `[B, J]` (`valid` `[B]` masks finished utterances): each
+    hypothesis emits its best label until that is blank, `max_symbols_per_frame` labels or
+    `max_length` tokens. The loop ends when no hypothesis emits, so that the streaming engine
+    (batch 1) pays for the labels it emits and one joint more, not for the bound."""
     blank = model.config.blank
     batch, max_length = state.tokens.shape
-    emitting = valid
-    for _ in range(max_symbols_per_frame):
+    rows = jnp.arange(batch)
+
+    def best_label(state: GreedyState) -> jax.Array:
         logits = _apply(model, params, Transducer.joint, enc_frame, state.pred_proj)
-        best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        emit = emitting & (best != blank) & (state.lengths < max_length)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def emits(state: GreedyState, best: jax.Array, emitting: jax.Array) -> jax.Array:
+        return emitting & (best != blank) & (state.lengths < max_length)
+
+    def emit(carry):
+        state, best, emitting, count = carry
         position = jnp.minimum(state.lengths, max_length - 1)
-        current = state.tokens[jnp.arange(batch), position]
-        tokens = state.tokens.at[jnp.arange(batch), position].set(
-            jnp.where(emit, best, current))
+        tokens = state.tokens.at[rows, position].set(
+            jnp.where(emitting, best, state.tokens[rows, position]))
         pred_proj, pred_carries = _apply(model, params, Transducer.predict_step, best,
                                          state.pred_carries)
-        state = GreedyState(_select(emit, pred_proj, state.pred_proj),
-                            _select(emit, pred_carries, state.pred_carries), tokens,
-                            state.lengths + emit)
-        emitting = emit
+        state = GreedyState(_select(emitting, pred_proj, state.pred_proj),
+                            _select(emitting, pred_carries, state.pred_carries), tokens,
+                            state.lengths + emitting)
+        best = best_label(state)
+        return state, best, emits(state, best, emitting), count + 1
+
+    def keep_going(carry):
+        _, _, emitting, count = carry
+        return jnp.any(emitting) & (count < max_symbols_per_frame)
+
+    best = best_label(state)
+    state, _, _, _ = jax.lax.while_loop(keep_going, emit,
+                                        (state, best, emits(state, best, valid), 0))
     return state
 
 

@@ -41,34 +41,6 @@ class StreamResult:
     frame_seconds: np.ndarray  # [T] measured wall clock of each frame's call
 
 
-def _greedy_frame(model: Transducer, params: Params, state: decoding.GreedyState,
-                  enc_frame: jax.Array, max_symbols: int) -> decoding.GreedyState:
-    """Greedy decoding of one encoder frame `[1, J]`, stopping at the first blank."""
-    blank = model.config.blank
-    max_length = state.tokens.shape[1]
-
-    def label(state):
-        logits = model.apply({"params": params}, enc_frame, state.pred_proj,
-                             method=Transducer.joint)
-        return jnp.argmax(logits[0]).astype(jnp.int32)
-
-    def keep_going(carry):
-        state, best, emitted = carry
-        return (best != blank) & (emitted < max_symbols) & (state.lengths[0] < max_length)
-
-    def emit(carry):
-        state, best, emitted = carry
-        pred_proj, pred_carries = model.apply({"params": params}, best[None], state.pred_carries,
-                                              method=Transducer.predict_step)
-        state = decoding.GreedyState(pred_proj, pred_carries,
-                                     state.tokens.at[0, state.lengths[0]].set(best),
-                                     state.lengths + 1)
-        return state, label(state), emitted + 1
-
-    state, _, _ = jax.lax.while_loop(keep_going, emit, (state, label(state), 0))
-    return state
-
-
 class StreamingRecognizer:
     """`recognizer.run(features [T, D]) -> StreamResult`, frame by frame."""
 
@@ -89,8 +61,9 @@ class StreamingRecognizer:
             encoder_state, greedy_state = self._unflatten(flat_state)
             enc_proj, encoder_state, branch = model.apply(
                 {"params": params}, frame[None], encoder_state, method=Transducer.encode_step)
-            greedy_state = _greedy_frame(model, params, greedy_state, enc_proj,
-                                         max_symbols_per_frame)
+            greedy_state = decoding.greedy_step(model, params, greedy_state, enc_proj,
+                                                jnp.ones((1,), bool),
+                                                max_symbols_per_frame=max_symbols_per_frame)
             return jax.flatten_util.ravel_pytree((encoder_state, greedy_state))[0], branch[0]
 
         self._step = jax.jit(step)

@@ -102,9 +102,8 @@ def make_train_step(model: Transducer, optimizer: optax.GradientTransformation, 
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, global_batch) -> (state, metrics)`, jitted, state donated.
 
-    objective: `amnet.rnnt.objective.Objective` signature; default plain RNN-T. Its per-utterance
-    metrics are
-      reported as weighted means over the global batch.
+    objective: `amnet.rnnt.objective.Objective` signature; default plain RNN-T. Its
+      per-utterance metrics are reported as weighted means over the global batch.
     constrain: `constrain(new_params, old_params, step)` applied after the update (pruning).
     merge: when given, the model runs on `merge(state.frozen, state.params)` and only
       `state.params` is trained (a neural diff over a frozen base model).

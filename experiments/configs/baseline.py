@@ -75,9 +75,12 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     # simple joint; 1.4x the steps of the exact "fused" loss in the same time (docs/rnnt.md).
     c.model.loss = "pruned"
     c.model.prune_range = 5
+    # The LSTMs' backward pass: "hand_written" (amnet.rnnt.lstm_recurrence) or "autodiff" of the
+    # plain scan (the same gradients; benchmarks.run measures both).
+    c.model.lstm_backward = "hand_written"
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.ctc_weight = 0.3  # L = (1 - w) L_rnnt + w L_ctc (amnet.amortized.objective)
+    c.loss.ctc_weight = 0.3  # L = (1 - w) L_rnnt + w L_ctc (amnet.rnnt.objective)
     c.loss.ctc_only_steps = 0  # CTC alone for the first steps (an encoder warm-up)
     c.loss.normalization = "token"  # summed loss / target tokens of the batch
     c.loss.simple_scale = 0.5  # pruned loss: weight of the simple joint's loss after warm-up

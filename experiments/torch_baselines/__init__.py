@@ -1,5 +1,1 @@
-"""PyTorch implementations of the single-encoder RNN-T baselines (dense, sparse, low-rank), the
-RNN-T loss in plain torch, and weight conversion from and to the JAX checkpoints.
-
-Needs the optional extra `torch` (`pip install -e '.[torch]'`; CPU torch 2.13 here).
-"""
+"""Entry points of the PyTorch baselines (`amnet.torch_baselines`)."""

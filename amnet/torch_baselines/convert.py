@@ -14,7 +14,7 @@ import torch
 
 from amnet.rnnt.flops import LinearSpec
 from amnet.rnnt.transducer import TransducerConfig
-from experiments.torch_baselines.model import MaskedLSTM, TorchTransducer
+from amnet.torch_baselines.model import MaskedLSTM, TorchTransducer
 
 Params = dict[str, Any]
 

@@ -31,9 +31,9 @@ from absl import logging
 from amnet.data.corpus import grammar
 from amnet.evaluation import results as results_io
 from amnet.evaluation.metrics import word_errors, word_recall
+from amnet.studies.update_trainer import UpdateTrainer, selector, with_base_frontend
 from amnet.training import checkpointing, rundir
 from experiments.configs.neuraldiff import METHODS
-from experiments.neuraldiff_training import UpdateTrainer, selector, with_base_frontend
 from neuraldiff import model_file, package, posthoc, tree, updates
 
 BUDGETED = ("sparse", "hashed", "topk", "svd", "compressed")

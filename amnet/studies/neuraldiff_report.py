@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from amnet.evaluation import metrics
 from amnet.evaluation import results as results_io
-from experiments.neuraldiff_chains import earlier_outputs  # noqa: E402
+from amnet.studies.neuraldiff_chains import earlier_outputs
 
 LEARNED = ("sparse", "hashed")
 POSTHOC = ("topk", "svd", "compressed", "zstd")

@@ -21,8 +21,8 @@ from amnet.evaluation import routing as routing_report
 from amnet.evaluation import scoring
 from amnet.rnnt import streaming
 from amnet.rnnt.flops import LinearSpec
+from amnet.studies import amnet_matched, amnet_plots, sweep
 from amnet.training import checkpointing, parallel, rundir
-from experiments import amnet_matched, amnet_plots, sweep
 from experiments.configs import amnet as amnet_config
 
 PAPER_MODELS = ("single-dense", "single-sparse", "single-lowrank", "sparse", "sparse-noamr",

@@ -25,7 +25,7 @@ from amnet.data import datasets, input_pipeline
 from amnet.evaluation import decode_fns, evaluator, scoring
 from amnet.evaluation import routing as routing_report
 from amnet.rnnt import cmvn, decoding, objective
-from amnet.training import optim, parallel
+from amnet.training import loop, optim, parallel
 from amnet.training import step as train_step
 from neuraldiff import hashed, sparse, tree, updates
 from neuraldiff.tree import Selector
@@ -154,21 +154,23 @@ class UpdateTrainer:
         return parallel.replicated(self.mesh, value)
 
     def _train(self, kind: str, trainable, frozen, generation: int,
-               hook: Callable[[train_step.TrainState, int], train_step.TrainState] | None = None,
-               ) -> train_step.TrainState:
+               prune: loop.Hook | None = None) -> train_step.TrainState:
+        """`train.steps` steps of the shared loop (`amnet.training.loop.fit`) on the
+        generation's data; `prune`: a hook that reshapes a sparse diff."""
         rng = jax.random.key_data(jax.random.fold_in(jax.random.key(self.config.seed),
                                                      generation))
         state = train_step.new_state(trainable, self.optimizer, rng, self.mesh, frozen)
-        batches = self._batches(generation)
         start = time.perf_counter()
-        for step in range(1, self.config.train.steps + 1):
-            state, metrics = self._steps[kind](state, parallel.global_batch(next(batches),
-                                                                              self.mesh))
-            if hook is not None:
-                state = hook(state, step)
+
+        def log(step, state, metrics):
             if step % self.config.train.log_every == 0:
                 logging.info("%s g%d step %d: loss %.3f (%.1f s)", kind, generation, step,
                              float(metrics["loss"]), time.perf_counter() - start)
+
+        state, _ = loop.fit(self._steps[kind], state, self._batches(generation), self.mesh,
+                            range(1, self.config.train.steps + 1),
+                            max_nonfinite_steps=self.config.train.max_nonfinite_steps,
+                            hooks=[h for h in (prune, log) if h is not None])
         return state
 
     def finetune(self, params: Flat, generation: int) -> Flat:
@@ -193,7 +195,7 @@ class UpdateTrainer:
             return updates.from_diff("sparse", collections, {}, coding, budget_bytes,
                                      c.scope)[1]["kept"]
 
-        def hook(state, step):
+        def hook(step, state, metrics):
             if step < c.begin_step or step > c.end_step:
                 return state
             if (step - c.begin_step) % c.every and step != c.end_step:

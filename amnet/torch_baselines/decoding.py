@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.torch_baselines.model import TorchTransducer
+from amnet.torch_baselines.model import TorchTransducer
 
 
 @torch.no_grad()
