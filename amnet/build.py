@@ -10,6 +10,7 @@ import ml_collections
 
 from amnet.amortized import objective as amnet_objective
 from amnet.amortized import pruning
+from amnet.amortized.costs import frame_costs
 from amnet.amortized.encoder import Encoder
 from amnet.data.text import CharTokenizer, SentencePieceTokenizer, Tokenizer
 from amnet.rnnt import flops, frontend
@@ -31,7 +32,7 @@ def encoder(config: TransducerConfig) -> Encoder:
         config.encoder_projection, jnp.dtype(config.dtype),
         branches=tuple(flops.LinearSpec.parse(b) for b in config.encoder_branches),
         arbitrator_hidden=config.arbitrator_hidden,
-        branch_flops=tuple(float(f) for f in flops.frame_costs(config).per_branch),
+        branch_flops=tuple(float(f) for f in frame_costs(config).per_branch),
         frame_period_s=config.frame_period_s, processor_flops=config.processor_flops,
         hand_written_backward=config.lstm_backward == "hand_written")
 

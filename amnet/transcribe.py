@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amnet.data.text import read_phrases as phrase_lines
 from amnet.device import audio as audio_lib
 from amnet.device.recognizer import Endpointing, Recognizer, Segment
 from amnet.device.spec import DeviceSpec, SpecError
@@ -86,11 +87,7 @@ def _decoder_options(args, spec: DeviceSpec, default_lm: Path | None, lm_weight:
 
 def read_phrases(path: str | Path, spec: DeviceSpec) -> list[list[int]]:
     """Token ids of the phrases of a file, one per line (blank lines skipped)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise ValueError(f"cannot read phrases {path}: {e.strerror}") from None
-    return [spec.encode(line) for line in lines if line.strip()]
+    return [spec.encode(phrase) for phrase, _ in phrase_lines(path)]
 
 
 def make_recognizer(args) -> Recognizer:

@@ -3,7 +3,7 @@ r"""Batch-1 streaming: measured wall-clock saving of AmNet vs its counted FLOPs 
     python -m benchmarks.amnet_streaming --dense_run=runs/demo \
         --amnet_run=runs/amnet_paper/lowrank --utterances=20
 
-Both models decode the same utterances frame by frame (`amnet.rnnt.streaming`: arbitrator,
+Both models decode the same utterances frame by frame (`amnet.amortized.streaming`: arbitrator,
 `lax.switch` to the chosen branch only, greedy RNN-T step), interleaved utterance by utterance
 so that both see the same machine conditions. Printed side by side: counted MFLOPs/frame and
 measured ms/frame of each model, and the two savings; the target is measured >= 70% of counted.
@@ -21,9 +21,9 @@ import numpy as np
 from absl import app, flags
 
 from amnet import build
+from amnet.amortized import streaming
 from amnet.data import datasets
 from amnet.evaluation import routing as routing_report
-from amnet.rnnt import streaming
 from amnet.rnnt.transducer import Transducer
 from amnet.training import checkpointing, parallel, rundir
 from benchmarks import models

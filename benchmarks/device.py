@@ -14,7 +14,7 @@ AmNet's measured against its counted saving.
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
    against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
    branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
-   1 - C_k / C_dense (`amnet.rnnt.flops`). Target: measured >= 0.9x counted.
+   1 - C_k / C_dense (`amnet.amortized.costs`). Target: measured >= 0.9x counted.
 
 One thread (the BLAS thread variables are set before NumPy loads), medians over repeats; the
 two encoders of a comparison are timed in alternation, so that both see the same machine.
@@ -81,7 +81,7 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
     fusion = search.Fusion.of([lm.load(run_dir / shallow_fusion.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
-    size = sum(v.nbytes for v in params.values())
+    size = updates.model_bytes(params)
     # One network per runtime, shared by its three recognizers; bytes: the model file's, with
     # the matrices as that network stores them.
     networks = {"numpy": Network(spec, params), "numpy int8": Network(spec, params, int8=True)}

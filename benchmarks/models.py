@@ -49,14 +49,16 @@ def step_config(batch: int, preset: str = "small",
     return config, LIBRISPEECH_VOCAB
 
 
-def synthetic_batch(config, batch: int, vocab: int = CHARACTERS) -> dict:
-    """Full-length noise audio and full-length random transcripts of the first bucket."""
+def synthetic_batch(config, batch: int, vocab: int = CHARACTERS, labels: int | None = None,
+                    ) -> dict:
+    """Full-length noise audio of the first bucket and random transcripts of `labels` tokens
+    (default: the bucket's whole label length), seed 0."""
     rng = np.random.default_rng(0)
     samples, tokens = config.data.buckets[0]
     return {"audio": rng.integers(-3000, 3000, (batch, samples)).astype(np.int16),
             "audio_lengths": np.full(batch, samples, np.int32),
             "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
-            "token_lengths": np.full(batch, tokens, np.int32),
+            "token_lengths": np.full(batch, labels or tokens, np.int32),
             "weights": np.ones(batch, np.float32)}
 
 

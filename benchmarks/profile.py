@@ -136,7 +136,7 @@ def train_step_parts() -> dict[str, float]:
 
 
 def profile_streaming(out: Path) -> float:
-    from amnet.rnnt import streaming
+    from amnet.amortized import streaming
     from benchmarks.models import fresh_model
 
     model, params = fresh_model("single-dense")

@@ -268,7 +268,8 @@ def case_streaming(utterances: int, frames: int) -> dict:
     import jax
     import numpy as np
 
-    from amnet.rnnt import flops, streaming
+    from amnet.amortized import streaming
+    from amnet.amortized.costs import frame_costs
     from benchmarks.models import fresh_model
 
     dense, dense_params = fresh_model("single-dense")
@@ -298,7 +299,7 @@ def case_streaming(utterances: int, frames: int) -> dict:
         out[name] = {"ms_per_frame": 1e3 * float(s.mean()),
                      "rtf": float(s.mean()) / dense.config.frame_period_s,
                      "branches": sorted({int(b) for b in np.concatenate(routed[name])})}
-    costs = flops.frame_costs(amnet.config).per_branch
+    costs = frame_costs(amnet.config).per_branch
     out["counted_mflops"] = [c / 1e6 for c in costs]
     return out
 
@@ -314,8 +315,8 @@ def case_diff(preset: str) -> dict:
     rng = np.random.default_rng(1)
     new = {n: v + (rng.normal(size=v.shape) * 1e-3).astype(np.float32) if n in names else v
            for n, v in base.items()}
-    model_bytes = sum(v.nbytes for v in base.values())
-    budget = model_bytes // 10
+    model_bytes = updates.model_bytes(base)
+    budget = updates.budget_bytes(base, 0.1)
     start = time.perf_counter()
     contents = posthoc.topk_delta(base, new, names, budget)
     select_s = time.perf_counter() - start
@@ -355,15 +356,15 @@ def _random_params(preset: str):
 
 def case_device(runtime: str, model_path: str, utterances: int, frames: int) -> dict:
     """Batch-1 greedy recognition, frame by frame, of the small dense model (random weights,
-    features given: the frontend excluded) in one runtime: `jax` (`amnet.rnnt.streaming`), `numpy`
-    / `numpy_int8` (`amnet.device`, float32 / int8 weights), `onnx_fp32` / `onnx_int8`
+    features given: the frontend excluded) in one runtime: `jax` (`amnet.amortized.streaming`),
+    `numpy` / `numpy_int8` (`amnet.device`, float32 / int8 weights), `onnx_fp32` / `onnx_int8`
     (onnxruntime, `amnet.device.onnx_model`)."""
     import numpy as np
 
     rss_before = _rss_mib()
     rng = np.random.default_rng(0)
     if runtime == "jax":
-        from amnet.rnnt import streaming
+        from amnet.amortized import streaming
         from benchmarks.models import fresh_model
 
         model, params = fresh_model("single-dense")

@@ -6,7 +6,7 @@ The audio: the `small_g0` test utterances, over and over, each followed by 0.5-1
 noise, fed in 100 ms chunks to `Recognizer.segments` (greedy, default endpoint rules). Reports:
 segments, real-time factor, resident memory (RSS) at 10% and at the end, median time per frame
 in the first and last 10% of the segments, and how many segments decode to the same tokens when
-their audio is decoded alone. `tests/test_device.py` runs a 2-minute version.
+their audio is decoded alone. `tests/device/test_device.py` runs a 2-minute version.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from amnet.data.text import CharTokenizer
 from amnet.rnnt import cmvn, objective
 from amnet.training import optim, parallel
 from amnet.training import step as train_step
+from benchmarks import models
 from experiments.configs import baseline
 from neuraldiff import hashed, sparse, tree
 
@@ -38,15 +39,6 @@ _CPU_KINDS = flags.DEFINE_list("cpu_kinds", None, "Kinds on the CPU backend (def
 _LOSS_CHUNK = flags.DEFINE_integer("loss_frames_per_chunk", None,
                                    "Override the preset's fused-loss chunk (1 on CPU, 5-10 on "
                                    "accelerators; docs/rnnt.md).")
-
-
-def _batch(config, rows: int, vocab: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    samples, tokens = config.data.buckets[0]
-    return {"audio": rng.integers(-3000, 3000, (rows, samples)).astype(np.int16),
-            "audio_lengths": np.full(rows, samples, np.int32),
-            "tokens": rng.integers(1, vocab, (rows, tokens)).astype(np.int32),
-            "token_lengths": np.full(rows, tokens // 2, np.int32),
-            "weights": np.ones(rows, np.float32)}
 
 
 def _state(kind: str, model, optimizer, config, front, mesh) -> train_step.TrainState:
@@ -107,7 +99,8 @@ def main(argv: Sequence[str]) -> None:
     config = cmvn.unit_stats(baseline.get_config(_PRESET.value))
     if _LOSS_CHUNK.value:
         config.model.loss_frames_per_chunk = _LOSS_CHUNK.value
-    batch = _batch(config, _BATCH.value, CharTokenizer().vocab_size, np.random.default_rng(0))
+    batch = models.synthetic_batch(config, _BATCH.value, models.CHARACTERS,
+                                   labels=config.data.buckets[0][1] // 2)
     rows = []
     for backend in _BACKENDS.value:
         kinds = _CPU_KINDS.value if backend == "cpu" and _CPU_KINDS.value else _KINDS.value

@@ -11,7 +11,7 @@ probability exceeds 0.99 at the final temperature and at τ = 1, the fast-branch
 vs speech frames and on frames where greedy decoding emits vs stays blank
 (`amnet.evaluation.routing`), simulated user-perceived latency (UPL) mean/p90/max at the configured
 processor speed (the dense model needs 1.5x real time), and the measured wall clock of batch-1
-streaming (`amnet.rnnt.streaming`) on the first `--stream_utterances` test utterances.
+streaming (`amnet.amortized.streaming`) on the first `--stream_utterances` test utterances.
 
 With `--cost_sweep=experiments/sweeps/amnet_cost_small.toml` (run into <workdir>/cost_sweep),
 the cost-only model matched to `--matched_to`'s MFLOPs/frame joins the table

@@ -14,7 +14,6 @@ in memory).
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from absl import app, flags, logging
 from amnet import build
 from amnet.data import datasets
 from amnet.evaluation import decode_fns, evaluator, shallow_fusion
-from amnet.rnnt import decoding, lm
+from amnet.rnnt import lm
 from amnet.training import checkpointing, parallel, rundir
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run (experiments.train).",
@@ -42,44 +41,6 @@ _CONTEXT = flags.DEFINE_string("context", None, "Phrases to boost in beam search
 _CONTEXT_BONUS = flags.DEFINE_list("context_bonus", ["2"], "Bonuses per matched token to try.")
 _PLAIN = flags.DEFINE_bool("plain", True, "Also decode greedy, beam without LM and CTC greedy.")
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")
-
-
-def read_phrases(path: str | Path, tokenizer) -> list:
-    """Token ids of the phrases in a file, one per line (blank lines skipped)."""
-    lines = [line.strip() for line in Path(path).read_text().splitlines()]
-    return [tokenizer.encode(line, example_id=f"{path}:{i + 1}")
-            for i, line in enumerate(lines) if line]
-
-
-def fusion_grid(config, run_dir: Path, tokenizer, *, order: int | None, lexicon: bool,
-                weights: Sequence[float], bonuses: Sequence[float], context=None,
-                context_bonuses: Sequence[float] = ()):
-    """[(label, Fusion)] for every (weight, bonus) pair, and with a context automaton
-    (`lm.build_context`) for every context bonus."""
-    run_order = config.lm.order
-    if order is None or order == run_order:
-        ngram = shallow_fusion.run_lm(config, run_dir, tokenizer)[0][0]
-    else:
-        ngram = lm.build_ngram(datasets.training_transcripts(config, tokenizer),
-                               tokenizer.vocab_size, order)
-    automata = [ngram]
-    if lexicon:
-        config = config.copy_and_resolve_references()
-        config.lm.lexicon = True
-        automata.append(shallow_fusion.run_lm(config, run_dir, tokenizer)[0][1])
-    out = []
-    for weight, bonus, boost in itertools.product(
-            weights, bonuses, context_bonuses if context is not None else [None]):
-        label = f"beam + {ngram.info['order']}-gram LM, weight {weight:g}, bonus {bonus:g}"
-        if lexicon:
-            label += f", lexicon {config.lm.lexicon_weight:g}"
-        fusion_weights = [weight] + ([config.lm.lexicon_weight] if lexicon else [])
-        fused = automata
-        if boost is not None:
-            label += f", context bonus {boost:g}"
-            fused, fusion_weights = automata + [context], fusion_weights + [boost]
-        out.append((label, decoding.Fusion.of(fused, fusion_weights, bonus)))
-    return out
 
 
 def main(argv: Sequence[str]) -> None:
@@ -105,13 +66,14 @@ def main(argv: Sequence[str]) -> None:
             decoders["CTC greedy"] = decode_fns.make_ctc_decoder(model, front)
     weights = [float(w) for w in _LM_WEIGHTS.value] or [config.lm.weight]
     bonuses = [float(b) for b in _LENGTH_BONUS.value] or [config.lm.length_bonus]
-    context = (lm.build_context(read_phrases(_CONTEXT.value, tokenizer), tokenizer.vocab_size,
+    context = (lm.build_context(shallow_fusion.read_phrases(_CONTEXT.value, tokenizer),
+                                tokenizer.vocab_size,
                                 boundary=lm.space_token(tokenizer.token_texts()))
                if _CONTEXT.value else None)
     boosts = [float(b) for b in _CONTEXT_BONUS.value]
-    for label, fusion in fusion_grid(config, run_dir, tokenizer, order=_LM_ORDER.value,
-                                     lexicon=_LEXICON.value, weights=weights, bonuses=bonuses,
-                                     context=context, context_bonuses=boosts):
+    for label, fusion in shallow_fusion.fusion_grid(
+            config, run_dir, tokenizer, order=_LM_ORDER.value, lexicon=_LEXICON.value,
+            weights=weights, bonuses=bonuses, context=context, context_bonuses=boosts):
         decoders[label] = decode_fns.make_decoder(model, front, beam=beam, fusion=fusion,
                                                   **common)
     rows = []

@@ -37,7 +37,9 @@ def _budget(args, base: dict) -> int | None:
     if args.budget_percent is not None:
         if not 0 < args.budget_percent <= 100:
             raise ValueError(f"--budget_percent must be in (0, 100], got {args.budget_percent}")
-        return int(args.budget_percent / 100 * sum(v.nbytes for v in base.values()))
+        from neuraldiff import updates
+
+        return updates.budget_bytes(base, args.budget_percent / 100)
     if args.budget_bytes is not None and args.budget_bytes <= 0:
         raise ValueError(f"--budget_bytes must be positive, got {args.budget_bytes}")
     return args.budget_bytes
@@ -57,7 +59,7 @@ def _diff_contents(path: str, base: dict, budget: int | None, coding: str):
 
 def pack_command(args) -> None:
     # The server's modules (JAX) load here: verify and apply run on a device without them.
-    from neuraldiff import posthoc
+    from neuraldiff import posthoc, updates
 
     base_file = model_file.read(args.base)
     base = base_file.params
@@ -94,8 +96,8 @@ def pack_command(args) -> None:
                                 signing_key=key, version=version)
     model_file.atomic_write(args.out, data)
     print(json.dumps({"package": args.out, "method": method, "bytes": len(data),
-                      "percent_of_model": round(100 * len(data) / sum(
-                          v.nbytes for v in base.values()), 3),
+                      "percent_of_model": round(100 * len(data) / updates.model_bytes(base),
+                                                3),
                       "signed": key is not None, "version": version,
                       "tensors": len(contents),
                       "result_fingerprint": package.fingerprint(result)}, indent=2))

@@ -19,6 +19,18 @@ from neuraldiff.sparse import Ranking, top_k_masks
 Flat = Mapping[str, np.ndarray]
 
 
+def model_bytes(params: Flat) -> int:
+    """The bytes of a flat model's arrays as stored (what a budget share is a share of)."""
+    return int(sum(v.nbytes for v in params.values()))
+
+
+def budget_bytes(params: Flat, share: float) -> int:
+    """The update budget that is `share` (0 < share <= 1) of the model's bytes."""
+    if not 0 < share <= 1:
+        raise ValueError(f"a budget share must be in (0, 1], got {share}")
+    return int(share * model_bytes(params))
+
+
 def sparse_updates(values: Flat, masks: Flat, coding: str, op: str = "add_sparse",
                    ) -> list[TensorUpdate]:
     """One sparse tensor update per tensor with at least one entry in its mask."""

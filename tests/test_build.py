@@ -14,7 +14,7 @@ from experiments.configs import baseline
 
 # Parameter paths and shapes of each preset as written by the code before the layered packages
 # (commit 70e29eb, one flat `amnet/` package): checkpoints of that code must stay readable.
-RECORDED = json.loads((Path(__file__).parent / "data" / "param_paths.json").read_text())
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "param_paths.json").read_text())
 
 
 def parameter_shapes(config, vocab_size: int) -> dict[str, list[int]]:

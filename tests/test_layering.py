@@ -20,8 +20,10 @@ LAYERS = (
     ("amnet.evaluation",),
     ("amnet.device",),
     ("experiments.configs",),  # run configs: Python files returning a ConfigDict
-    ("amnet",),  # the composition root (build) and what composes it: trainer, studies, export
-    ("experiments", "benchmarks", "launch", "neuraldiff.cli"),  # entry points and benchmarks
+    # The composition root (build) and what composes it: the trainer, the studies, export, and
+    # the two command-line tools a device-side user runs (`amnet.transcribe`, `neuraldiff.cli`).
+    ("amnet", "neuraldiff.cli"),
+    ("experiments", "benchmarks", "launch"),  # thin entry points, benchmarks, launchers
 )
 
 

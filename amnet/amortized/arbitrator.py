@@ -5,7 +5,7 @@ arrives, as the feature β_t = log1p(b_t / Δ). Logits over K branches:
   h_t = relu([x_t, β_t] W_1 + b_1)            W_1 `[D + 1, H]`
   z_t = [h_t, β_t] W_2 + b_2                  W_2 `[H + 1, K]`
 The backlog reaches the logits both through h_t and directly, so "route to the cheap branch
-when behind" is a single weight away. FLOPs: `amnet.rnnt.flops.arbitrator_flops`.
+when behind" is a single weight away. FLOPs: `amnet.amortized.costs.arbitrator_flops`.
 """
 
 from __future__ import annotations

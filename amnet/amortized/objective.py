@@ -6,7 +6,7 @@ Per utterance of n frames (`docs/amnet.md`):
       [+ λ_ent · mean_t H(p_t), `amnet.entropy_weight`: sharpens p_t; 0 by default]
 with p_t = softmax(z_t) the arbitrator's distribution over branches (the straight-through
 Gumbel sample is drawn from it), E_p[C] = Σ_k p_t[k] C_k, C_k the counted FLOPs of a frame
-routed to branch k (`amnet.rnnt.flops.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
+routed to branch k (`amnet.amortized.costs.FrameCosts.per_branch`), C_max = max_k C_k, and b_t the
 backlog of the simulated processor (no gradient). The ablation `amortization = "upl"` replaces
 the third term by λ_upl · UPL / Δ, the utterance's final user-perceived latency in frames,
 differentiated through the latency recursion into the straight-through decisions.
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from amnet.amortized import router
+from amnet.amortized.costs import frame_costs
 from amnet.amortized.encoder import RoutingTrace
-from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.objective import Objective, asr_loss
 from amnet.rnnt.transducer import Transducer
 

@@ -135,3 +135,13 @@ class SentencePieceTokenizer:
 
 
 Tokenizer = CharTokenizer | SentencePieceTokenizer
+
+
+def read_phrases(path: str | Path) -> list[tuple[str, str]]:
+    """(phrase, where) of each non-blank line of a phrase file (`where`: "<path>:<line>", for
+    errors); an unreadable file is a ValueError naming it."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read phrases {path}: {e.strerror}") from None
+    return [(line.strip(), f"{path}:{i + 1}") for i, line in enumerate(lines) if line.strip()]

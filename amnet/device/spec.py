@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from amnet.amortized.costs import frame_costs
 from amnet.data.text import normalize_text
 from amnet.rnnt import flops
 
@@ -93,7 +94,7 @@ class DeviceSpec:
 
     def branch_flops(self) -> np.ndarray:
         """C_k: counted FLOPs of a frame sent to each branch (`amnet.rnnt.flops`), float32."""
-        return np.asarray(flops.frame_costs(SimpleNamespace(**self.model)).per_branch,
+        return np.asarray(frame_costs(SimpleNamespace(**self.model)).per_branch,
                           np.float32)
 
     def encode(self, text: str) -> list[int]:

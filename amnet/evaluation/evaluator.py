@@ -4,6 +4,7 @@ raw test outputs in the shared results schema, and a run's outputs.jsonl and met
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -33,6 +34,16 @@ def test_decoders(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return wanted
 
 
+def batches(split, tokenizer, mesh) -> Iterator[tuple[dict, dict]]:
+    """(this process's rows, the global batch on `mesh`) of every batch of `split` (from
+    `amnet.data.datasets.open_eval_split`), in order: the one pass every evaluation makes."""
+    source, report, pipe = split
+    for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count()):
+        yield batch, parallel.global_batch(batch, mesh)
+
+
 def evaluate(decode, params, split, tokenizer, mesh, *, max_batches: int = -1,
              ) -> metrics.ErrorCounts:
     """Word errors of `decode` on `split` (from `open_eval_split`): this process's rows, pooled
@@ -47,15 +58,11 @@ def validate(decoders: dict, probe, params, split, tokenizer, mesh, *, max_batch
     (`decode_fns.make_probe`), the transducer's loss per token as is, with the encoder output
     replaced by its mean, and with another utterance's (`loss_per_token`,
     `probe_loss_per_token`, `swap_loss_per_token`). Counts are pooled over processes."""
-    source, report, pipe = split
     counts = {name: metrics.ErrorCounts() for name in decoders}
     sums = np.zeros(4)  # loss, mean-probe loss, swap-probe loss, tokens
-    for i, batch in enumerate(input_pipeline.make_dataset(
-            source, tokenizer, report, pipe, process_index=jax.process_index(),
-            process_count=jax.process_count())):
+    for i, (batch, device_batch) in enumerate(batches(split, tokenizer, mesh)):
         if i == max_batches:
             break
-        device_batch = parallel.global_batch(batch, mesh)
         rows = np.flatnonzero(batch["weights"])
         refs = [tokenizer.decode(batch["tokens"][r, : batch["token_lengths"][r]]) for r in rows]
         for name, decode in decoders.items():
@@ -89,12 +96,8 @@ def transcribe(decoders: dict, route, params, split, tokenizer, mesh,
     """Raw test outputs of this process's rows of `split`: reference, the `greedy` and `beam`
     decoders' hypotheses (`make_decoder`), and the branch of every encoder frame (`route`,
     `routing_report.make_router`)."""
-    source, report, pipe = split
     out = []
-    for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe,
-                                             process_index=jax.process_index(),
-                                             process_count=jax.process_count()):
-        device_batch = parallel.global_batch(batch, mesh)
+    for batch, device_batch in batches(split, tokenizer, mesh):
         hyps = {}
         for name, decode in decoders.items():
             tokens, lengths = decode(params, device_batch)

@@ -18,13 +18,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from amnet.amortized.costs import frame_costs
 from amnet.amortized.objective import CONFIDENT
-from amnet.data import input_pipeline
-from amnet.evaluation import scoring
+from amnet.evaluation import evaluator, scoring
 from amnet.rnnt import decoding, frontend
-from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.transducer import Transducer
-from amnet.training import parallel
 
 Params = Any
 # Energy-based silence label (`silence_frames`): the utterance's noise floor is this percentile
@@ -77,8 +75,7 @@ def silence_frames(audio: np.ndarray, frame_samples: int, frames: int, *,
 def collect(model: Transducer, params: Params, split, tokenizer, front: frontend.FrontendConfig,
             mesh, *, keep_features: int = 0, max_utterances: int | None = None,
             max_length: int = 160) -> list[Utterance]:
-    """Per-utterance routing of `split` (from `amnet.trainer.open_eval_split`)."""
-    source, report, pipe = split
+    """Per-utterance routing of `split` (from `amnet.data.datasets.open_eval_split`)."""
     costs = np.asarray(frame_costs(model.config).per_branch, np.float64)
     route = make_router(model, front)
 
@@ -90,8 +87,7 @@ def collect(model: Transducer, params: Params, split, tokenizer, front: frontend
 
     frame_samples = front.hop_length * front.stack
     out = []
-    for batch in input_pipeline.make_dataset(source, tokenizer, report, pipe):
-        device_batch = parallel.global_batch(batch, mesh)
+    for batch, device_batch in evaluator.batches(split, tokenizer, mesh):
         features, lengths, routed = route(params, device_batch)
         features, lengths = np.asarray(features), np.asarray(lengths)
         emitted = np.asarray(emissions(params, device_batch))

@@ -3,8 +3,8 @@
 Rules (the same for JAX runs, PyTorch baselines and results produced elsewhere):
   WER       jiwer edit counts on transcripts normalized by `amnet.data.text.normalize_text`, pooled
             over the split (errors / reference words)
-  FLOPs     counted per frame by `amnet.rnnt.flops.frame_costs` from the model description: a frame
-            run by branch k costs C_k (encoder branch + arbitrator + decoder work)
+  FLOPs     counted per frame by `amnet.amortized.costs.frame_costs` from the model description:
+            a frame run by branch k costs C_k (encoder branch + arbitrator + decoder work)
   latency   `amnet.latency.simulate` of each utterance's frame costs on one processor of P
             FLOP/s with frames every Δ; UPL mean / p90 / max over utterances
   dataset   a SHA-256 fingerprint of the sorted (id, normalized reference) pairs: two runs are
@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from amnet.amortized.costs import frame_costs
 from amnet.amortized.latency import simulate
 from amnet.data.text import normalize_text
 from amnet.evaluation import metrics, results
 from amnet.evaluation.results import UtteranceOutput
-from amnet.rnnt.flops import LinearSpec, frame_costs
+from amnet.rnnt.flops import LinearSpec
 from amnet.rnnt.transducer import TransducerConfig
 
 

@@ -88,13 +88,6 @@ def encoder_frame_flops(input_dim: int, hidden: int, num_layers: int,
     return sum(lstm_layer_flops(d, hidden, projection, spec) for d in dims)
 
 
-def arbitrator_flops(input_dim: int, hidden: int, branches: int) -> int:
-    """The arbitrator MLP (`amnet.amortized.arbitrator`), one frame: [x; backlog] -> relu(hidden) ->
-    logits, with the backlog also feeding the logits directly."""
-    first = linear_flops(input_dim + 1, hidden) + 2 * hidden  # matmul, bias, relu
-    return first + linear_flops(hidden + 1, branches) + branches
-
-
 def decoder_frame_flops(encoder_output: int, joint: int, vocab: int, embed: int,
                         predictor_hidden: int, predictor_layers: int,
                         stateless_context: int = 0) -> int:
@@ -109,36 +102,6 @@ def decoder_frame_flops(encoder_output: int, joint: int, vocab: int, embed: int,
     else:
         predictor = encoder_frame_flops(embed, predictor_hidden, predictor_layers)
     return joint_eval + predictor + linear_flops(predictor_hidden, joint)
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameCosts:
-    """Counted FLOPs of one 30 ms frame of a transducer, by part."""
-
-    branches: tuple[int, ...]  # each encoder branch
-    arbitrator: int  # 0 with a single branch
-    decoder: int  # `decoder_frame_flops`
-
-    @property
-    def per_branch(self) -> tuple[int, ...]:
-        """C_k: the whole frame's cost when routed to branch k."""
-        return tuple(b + self.arbitrator + self.decoder for b in self.branches)
-
-
-def frame_costs(config) -> FrameCosts:
-    """`FrameCosts` of a `amnet.rnnt.transducer.TransducerConfig`."""
-    specs = [LinearSpec.parse(b) for b in config.encoder_branches]
-    branches = tuple(encoder_frame_flops(config.input_dim, config.encoder_hidden,
-                                         config.encoder_layers, config.encoder_projection, s)
-                     for s in specs)
-    arbitrator = (arbitrator_flops(config.input_dim, config.arbitrator_hidden, len(specs))
-                  if len(specs) > 1 else 0)
-    decoder = decoder_frame_flops(config.encoder_projection or config.encoder_hidden,
-                                  config.joint_dim, config.vocab_size, config.embed_dim,
-                                  config.predictor_hidden, config.predictor_layers,
-                                  config.predictor_context
-                                  if getattr(config, "predictor", "lstm") == "stateless" else 0)
-    return FrameCosts(branches, arbitrator, decoder)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ the weight gradients are then one large product each, outside the loop:
 and the input gates' gradient is dz itself (their product `x W_x` is hoisted out of the loop in
 the forward pass, so its gradient is one product as well). Same equations and masking as
 `amnet.rnnt.lstm.LSTM` (gates i, f, g, o; frames with `valid` 0 keep the carry and output zeros);
-float32 kernels stored as one matrix (dense or sparse). `tests/test_transducer.py` checks values
-and gradients against autodiff of the plain scan.
+float32 kernels stored as one matrix (dense or sparse). `tests/rnnt/test_transducer.py` checks
+values and gradients against autodiff of the plain scan.
 """
 
 from __future__ import annotations

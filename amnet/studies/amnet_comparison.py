@@ -15,11 +15,11 @@ import ml_collections
 import numpy as np
 
 from amnet import build, trainer
+from amnet.amortized import streaming
 from amnet.data import datasets
 from amnet.evaluation import results as results_io
 from amnet.evaluation import routing as routing_report
 from amnet.evaluation import scoring
-from amnet.rnnt import streaming
 from amnet.rnnt.flops import LinearSpec
 from amnet.studies import amnet_matched, amnet_plots, sweep
 from amnet.training import checkpointing, parallel, rundir

@@ -141,10 +141,10 @@ class Experiment:
         params, _ = checkpointing.load_params(config.base_run)
         self.base = updates.flat(params)
         self.names = selector(config).names(tree.unflatten(self.base))
-        self.model_bytes = sum(v.nbytes for v in self.base.values())
+        self.model_bytes = updates.model_bytes(self.base)
 
     def budget_bytes(self, chain: Chain) -> int | None:
-        return None if chain.budget is None else int(chain.budget * self.model_bytes)
+        return None if chain.budget is None else updates.budget_bytes(self.base, chain.budget)
 
     def _finetuned(self, params, generation: int):
         """The full fine-tune of `params` on a generation, cached by the model's fingerprint

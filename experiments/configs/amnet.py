@@ -18,8 +18,8 @@ The processor speed P is set so that the dense baseline needs `realtime_factor` 
 import ml_collections
 from ml_collections import config_dict
 
+from amnet.amortized.costs import frame_costs
 from amnet.data.text import CharTokenizer
-from amnet.rnnt import flops
 from amnet.rnnt.transducer import TransducerConfig
 from experiments.configs import baseline
 
@@ -32,7 +32,7 @@ def dense_frame_flops(c: ml_collections.ConfigDict) -> int:
     model = {k: v for k, v in c.model.to_dict().items()
              if k not in ("encoder_branches", "arbitrator_hidden", "frame_period_s",
                           "processor_flops")}
-    return flops.frame_costs(TransducerConfig(
+    return frame_costs(TransducerConfig(
         input_dim=c.frontend.num_mels * c.frontend.stack, vocab_size=CharTokenizer().vocab_size,
         **model)).per_branch[0]
 

@@ -133,7 +133,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
         # corpus's longest utterance (4.8 s, 67 characters) with a margin.
         c.data.buckets = ((80_000, 72),)
         c.frontend.cmvn_utterances = 64
-        # Large enough to learn from the audio in 300 steps (tests/test_train.py's probe).
+        # Large enough to learn from the audio in 300 steps (tests/training/test_train.py's probe).
         c.model.update(encoder_layers=1, encoder_hidden=64, embed_dim=16, predictor_hidden=64,
                        joint_dim=64, loss="fused")  # the tests' reference: the exact loss
         c.optimizer.warmup_steps = 5

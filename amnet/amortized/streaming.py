@@ -26,8 +26,8 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
+from amnet.amortized.costs import frame_costs
 from amnet.rnnt import decoding
-from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.transducer import Transducer
 
 Params = Any

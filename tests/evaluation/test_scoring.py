@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from amnet.amortized.costs import frame_costs
 from amnet.amortized.latency import simulate
 from amnet.evaluation import compare, metrics, scoring
 from amnet.evaluation import results as results_io
-from amnet.rnnt.flops import frame_costs
 from amnet.rnnt.transducer import TransducerConfig
 
 MODEL = TransducerConfig(input_dim=12, vocab_size=29, encoder_layers=1, encoder_hidden=16,
