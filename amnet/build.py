@@ -5,16 +5,18 @@ trainer, the update trainer, benchmarks and tests build models here, and nowhere
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
 from amnet.amortized import objective as amnet_objective
 from amnet.amortized import pruning
 from amnet.amortized.costs import frame_costs
-from amnet.amortized.encoder import Encoder
+from amnet.amortized.encoder import Encoder as AmNetEncoder
 from amnet.data.text import CharTokenizer, SentencePieceTokenizer, Tokenizer
 from amnet.rnnt import flops, frontend
 from amnet.rnnt import objective as rnnt_objective
+from amnet.rnnt.encoder import Encoder as StackEncoder
 from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 
@@ -23,18 +25,24 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Transduc
                             vocab_size=vocab_size, **config.model.to_dict())
 
 
-def encoder(config: TransducerConfig) -> Encoder:
+def encoder(config: TransducerConfig) -> nn.Module:
     """The encoder of `config`: one LSTM stack (`encoder_branches` of one spec: the dense
-    baseline, or a single sparse or low-rank encoder), or AmNet's K branches with an arbitrator
-    trained for `processor_flops` (`amnet.amortized.encoder`)."""
-    return Encoder(
+    baseline, or a single sparse or low-rank encoder; `amnet.rnnt.encoder`), or AmNet's K >= 2
+    branches with an arbitrator trained for `processor_flops` (`amnet.amortized.encoder`)."""
+    specs = tuple(flops.LinearSpec.parse(b) for b in config.encoder_branches)
+    hand_written = config.lstm_backward == "hand_written"
+    if len(specs) == 1:
+        return StackEncoder(config.input_dim, config.encoder_hidden, config.encoder_layers,
+                            config.encoder_projection, jnp.dtype(config.dtype), specs[0],
+                            hand_written)
+    return AmNetEncoder(
         config.input_dim, config.encoder_hidden, config.encoder_layers,
         config.encoder_projection, jnp.dtype(config.dtype),
-        branches=tuple(flops.LinearSpec.parse(b) for b in config.encoder_branches),
+        branches=specs,
         arbitrator_hidden=config.arbitrator_hidden,
         branch_flops=tuple(float(f) for f in frame_costs(config).per_branch),
         frame_period_s=config.frame_period_s, processor_flops=config.processor_flops,
-        hand_written_backward=config.lstm_backward == "hand_written")
+        hand_written_backward=hand_written)
 
 
 def transducer(config: TransducerConfig) -> Transducer:

@@ -16,8 +16,8 @@ a_t = (t + 1) Δ and P the processor speed the model is trained for. The backlog
 arbitrator under stop_gradient. Training computes every branch; `step` (streaming, batch 1)
 runs only the chosen one through `lax.switch`, so the saving is real.
 
-With a single branch there is no arbitrator and the stack runs layer by layer (input products
-hoisted out of the time loop), exactly the dense baseline's encoder.
+K >= 2: a single stack is the generic encoder, `amnet.rnnt.encoder.Encoder` (layer by layer,
+input products hoisted out of the time loop), with the same parameter paths as branch 0 here.
 """
 
 from __future__ import annotations
@@ -85,14 +85,15 @@ class Encoder(nn.Module):
     hand_written_backward: bool = True  # `amnet.rnnt.lstm.LSTM.hand_written_backward`
 
     def setup(self):
+        if len(self.branches) < 2:
+            raise ValueError(f"an AmNet encoder needs two or more branches, got "
+                             f"{len(self.branches)} (one stack: amnet.rnnt.encoder.Encoder)")
         if len(self.branch_flops) != len(self.branches):
             raise ValueError(f"{len(self.branches)} branches but {len(self.branch_flops)} costs")
         self.branch = [LSTMStack(self.input_dim, self.hidden, self.num_layers, self.projection,
                                  self.dtype, spec, self.hand_written_backward)
                        for spec in self.branches]
-        if len(self.branches) > 1:
-            self.arbitrator = Arbitrator(self.input_dim, self.arbitrator_hidden,
-                                         len(self.branches))
+        self.arbitrator = Arbitrator(self.input_dim, self.arbitrator_hidden, len(self.branches))
 
     @property
     def output_dim(self) -> int:
@@ -115,19 +116,15 @@ class Encoder(nn.Module):
 
     def __call__(self, x: jax.Array, lengths: jax.Array, state: EncoderState | None = None, *,
                  noise: jax.Array | None = None, temperature: jax.Array | float = 1.0,
-                 ) -> tuple[jax.Array, EncoderState, RoutingTrace | None]:
+                 ) -> tuple[jax.Array, EncoderState, RoutingTrace]:
         """x `[B, T, D]`, lengths `[B]` -> outputs `[B, T, P]`, the state after each length and
-        the routing trace (None with one branch).
+        the routing trace.
 
         noise: Gumbel(0, 1) noise `[B, T, K]` for stochastic training-time routing; None routes
           by argmax (inference).
         """
         batch, frames, _ = x.shape
         state = self.initial_state(batch) if state is None else state
-        if len(self.branches) == 1:
-            outputs, carries = self.branch[0](x, lengths, state.carries)
-            return outputs, state._replace(carries=carries, frames=state.frames + lengths), None
-
         branches, arbitrator = self._weights()
         costs = jnp.asarray(self.branch_flops, jnp.float32)
         first_gates = jnp.stack([matmul(x, w[0].input_kernel) + w[0].bias for w in branches])
@@ -171,10 +168,6 @@ class Encoder(nn.Module):
         """
         batch = x_t.shape[0]
         frames = state.frames + 1
-        if len(self.branches) == 1:
-            out, carries = self.branch[0].step(x_t, state.carries)
-            return out, state._replace(carries=carries, frames=frames), jnp.zeros(
-                (batch,), jnp.int32)
         branches, arbitrator = self._weights()
         arrival = frames * self.frame_period_s
         _, logits = self._decide(arbitrator, x_t, state.finish, arrival)
