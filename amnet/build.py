@@ -1,6 +1,7 @@
 """The composition root: every component a run is made of, from its config
 (`experiments/configs/*`): tokenizer, frontend and SpecAugment, the transducer with its encoder,
-the optimizer, the training objective and the sparse-branch pruner. Every entry point, the
+the optimizer, the training objective and the sparse-branch pruner (pipelines and splits:
+`amnet.data.datasets`). Every entry point, the
 trainer, the update trainer, benchmarks and tests build models here, and nowhere else."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from amnet.amortized import objective as amnet_objective
 from amnet.amortized import pruning
@@ -18,6 +20,7 @@ from amnet.rnnt import flops, frontend
 from amnet.rnnt import objective as rnnt_objective
 from amnet.rnnt.encoder import Encoder as StackEncoder
 from amnet.rnnt.transducer import Transducer, TransducerConfig
+from amnet.training import optim
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransducerConfig:
@@ -68,6 +71,12 @@ def tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
         raise ValueError(f"{config.data.tokenizer} has {tokens.vocab_size} pieces, the config "
                          f"expects data.vocab_size={expected}")
     return tokens
+
+
+def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The run's optimizer: clipping and AdamW on the `optimizer` block's schedule over
+    `train.steps` (`amnet.training.optim`)."""
+    return optim.make_optimizer(config.optimizer, config.train.steps)
 
 
 def loss_normalization(config: ml_collections.ConfigDict) -> str:

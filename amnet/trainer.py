@@ -66,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     tokenizer = build.tokenizer(config)
     front, augment = frontend_configs(config)
     model = build.model(config, tokenizer.vocab_size)
-    optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
+    optimizer = build.optimizer(config)
     process, processes = jax.process_index(), jax.process_count()
 
     train_source = datasets.open_dataset(config, config.data.train_split)
@@ -163,7 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
             checkpointer.save(step, state, iterator.get_state(), meta)
 
     state, preempted = loop.fit(
-        step_fn, state, iterator, mesh, range(start + 1, last_end + 1),
+        step_fn, state, iterator, loop.global_batches(mesh), range(start + 1, last_end + 1),
         max_nonfinite_steps=config.train.max_nonfinite_steps, hooks=(log, validate_and_save),
         on_nonfinite_stop=last_good_checkpoint, on_preempt=save_before_stopping)
     if preempted:
@@ -220,9 +220,10 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str | Path, name:
     if state == "finished":
         print(f"{name}: reusing the finished run in {workdir} (remove it to train again)")
         return json.loads((workdir / rundir.RESULTS).read_text())
-    print(f"{name}: {'resuming' if state == 'unfinished' else 'training'} "
-          f"{config.model.encoder_branches} for {config.train.steps} steps of "
-          f"{config.train.global_batch_size} utterances in {workdir}")
+    branches = list(config.model.get("encoder_branches", ("dense",)))
+    print(f"{name}: {'resuming' if state == 'unfinished' else 'training'} {branches} for "
+          f"{config.train.steps} steps of {config.train.global_batch_size} utterances in "
+          f"{workdir}")
     return train_and_evaluate(config, str(workdir), resume=state == "unfinished")
 
 

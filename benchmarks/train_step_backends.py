@@ -24,7 +24,7 @@ from absl import app, flags
 from amnet import build
 from amnet.data.text import CharTokenizer
 from amnet.rnnt import cmvn, objective
-from amnet.training import optim, parallel
+from amnet.training import parallel
 from amnet.training import step as train_step
 from benchmarks import models
 from experiments.configs import baseline
@@ -70,7 +70,7 @@ def measure(kind: str, backend: str, config, batch: dict) -> dict:
     tokenizer = CharTokenizer()
     front, augment = build.frontend_configs(config)
     model = build.model(config, tokenizer.vocab_size)
-    optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
+    optimizer = build.optimizer(config)
     step = train_step.make_train_step(model, optimizer, mesh, front, augment,
                                       objective.rnnt_objective(model, config.get("loss")),
                                       merge=MERGES[kind],

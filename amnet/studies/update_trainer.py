@@ -25,7 +25,7 @@ from amnet.data import datasets, input_pipeline
 from amnet.evaluation import decode_fns, evaluator, scoring
 from amnet.evaluation import routing as routing_report
 from amnet.rnnt import cmvn, decoding, objective
-from amnet.training import loop, optim, parallel
+from amnet.training import loop, parallel
 from amnet.training import step as train_step
 from neuraldiff import hashed, sparse, tree, updates
 from neuraldiff.tree import Selector
@@ -61,7 +61,7 @@ class UpdateTrainer:
         self.front, self.augment = build.frontend_configs(config)
         self.model = build.model(config, self.tokenizer.vocab_size)
         self.mesh = parallel.make_mesh(config.train.num_devices)
-        self.optimizer = optim.make_optimizer(config.optimizer, config.train.steps)
+        self.optimizer = build.optimizer(config)
         loss = objective.rnnt_objective(self.model, config.get("loss"))
         make = lambda merge: train_step.make_train_step(  # noqa: E731
             self.model, self.optimizer, self.mesh, self.front, self.augment, loss, merge=merge,
@@ -167,7 +167,8 @@ class UpdateTrainer:
                 logging.info("%s g%d step %d: loss %.3f (%.1f s)", kind, generation, step,
                              float(metrics["loss"]), time.perf_counter() - start)
 
-        state, _ = loop.fit(self._steps[kind], state, self._batches(generation), self.mesh,
+        state, _ = loop.fit(self._steps[kind], state, self._batches(generation),
+                            loop.global_batches(self.mesh),
                             range(1, self.config.train.steps + 1),
                             max_nonfinite_steps=self.config.train.max_nonfinite_steps,
                             hooks=[h for h in (prune, log) if h is not None])

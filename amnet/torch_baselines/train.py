@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 import safetensors.torch
 import torch
-from absl import logging
 
 from amnet import build
 from amnet.amortized import pruning
@@ -43,7 +42,7 @@ from amnet.torch_baselines import convert
 from amnet.torch_baselines.decoding import greedy_decode
 from amnet.torch_baselines.model import MaskedLSTM, TorchTransducer
 from amnet.torch_baselines.rnnt_loss import rnnt_loss
-from amnet.training import optim, parallel, rundir
+from amnet.training import loop, optim, parallel, rundir
 from amnet.training import step as train_step
 from amnet.training.metric_writers import MetricWriter
 
@@ -158,9 +157,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
     # The JAX run's initial state: its weights (--init=jax) and its augmentation key.
     jax_model = build.transducer(model_config)
     schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
-    state = train_step.create_train_state(jax_model, optim.make_optimizer(
-        config.optimizer, config.train.steps), train_pipe.buckets[0], front, config.seed,
-        parallel.make_mesh(1))
+    state = train_step.create_train_state(jax_model, build.optimizer(config),
+                                          train_pipe.buckets[0], front, config.seed,
+                                          parallel.make_mesh(1))
     model = (convert.to_torch(jax.device_get(state.params), model_config) if init == "jax"
              else TorchTransducer(model_config))
     base_key = jax.random.wrap_key_data(state.rng)
@@ -176,9 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
 
     start = time.perf_counter()
     window = {"utterances": 0.0, "time": start}
-    nonfinite = 0
-    for step in range(1, config.train.steps + 1):
-        batch = next(batches)
+
+    def step_fn(state: dict, batch: dict) -> tuple[dict, dict]:
+        """One PyTorch step; `state`: {"step": updates taken so far (optax's count)}."""
+        step = state["step"] + 1
         device_batch = {k: jnp.asarray(batch[k]) for k in ("audio", "audio_lengths")}
         features, lengths = features_of(device_batch, step - 1)
         feats, lens, tokens, token_lengths, weights = _trimmed(features, lengths, batch)
@@ -193,23 +193,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
         adamw.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, o.clip_norm))
-        if math.isfinite(loss.item()) and math.isfinite(grad_norm):
+        finite = math.isfinite(loss.item()) and math.isfinite(grad_norm)
+        if finite:
             for group in adamw.param_groups:
                 group["lr"] = float(schedule(step - 1))  # optax counts updates from 0
             adamw.step()
             if prune is not None:
                 prune(step)
-        else:
-            nonfinite += 1
-            logging.warning("step %d: non-finite loss or gradient, update skipped", step)
-        window["utterances"] += float(weights.sum())
+        return {"step": step}, {"loss": loss.item(), "grad_norm": grad_norm,
+                                "nonfinite": int(not finite),
+                                "utterances": float(weights.sum())}
+
+    def log(step, state, metrics):
+        window["utterances"] += metrics["utterances"]
         if step % config.train.log_every == 0 or step == config.train.steps:
             now = time.perf_counter()
-            writer.write(step, {"loss": loss.item(), "grad_norm": grad_norm,
+            writer.write(step, {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                                 "learning_rate": float(schedule(step - 1)),
                                 "utterances_per_s": window["utterances"] / (now - window["time"]),
-                                "nonfinite_steps": nonfinite, "train_time_s": now - start})
-            window = {"utterances": 0.0, "time": now}
+                                "nonfinite_steps": metrics["nonfinite_steps"],
+                                "train_time_s": now - start})
+            window.update(utterances=0.0, time=now)
+
+    loop.fit(step_fn, {"step": 0}, batches, lambda batch: batch,
+             range(1, config.train.steps + 1),
+             max_nonfinite_steps=config.train.max_nonfinite_steps, hooks=[log])
     train_time = time.perf_counter() - start
     writer.close()
     with torch.no_grad():

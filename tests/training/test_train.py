@@ -184,3 +184,25 @@ def test_run_dir_is_never_overwritten_or_mixed(tiny_data_dir, tiny_dense_run, tm
     assert other.returncode != 0 and "differs" in other.stderr and "model" in other.stderr
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_train_or_reuse_trains_a_new_run_resumes_an_unfinished_one_and_reads_a_finished_one(
+        tmp_path, monkeypatch, capsys):
+    from amnet import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "train_and_evaluate",
+                        lambda config, workdir, resume: calls.append(resume) or {"trained": 1})
+    config = get_config("tiny")
+    run_dir = tmp_path / "run"
+    assert trainer.train_or_reuse(config, run_dir, "baseline") == {"trained": 1}
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(config.to_json())
+    assert trainer.train_or_reuse(config, run_dir, "baseline") == {"trained": 1}
+    assert calls == [False, True]
+    (run_dir / "results.json").write_text(json.dumps({"test_wer_greedy": 0.5}))
+    (run_dir / "metrics.json").write_text("{}")
+    assert trainer.train_or_reuse(config, run_dir, "baseline") == {"test_wer_greedy": 0.5}
+    assert calls == [False, True]
+    printed = capsys.readouterr().out
+    assert "training ['dense']" in printed and "resuming" in printed and "reusing" in printed
