@@ -22,8 +22,7 @@ from amnet import build
 from amnet.amortized import warm_start
 from amnet.build import frontend_configs
 from amnet.data import datasets, input_pipeline
-from amnet.evaluation import decode_fns, evaluator, metrics, shallow_fusion
-from amnet.evaluation import routing as routing_report
+from amnet.evaluation import decode_fns, evaluator, metrics, routing, shallow_fusion
 from amnet.rnnt import cmvn, decoding
 from amnet.rnnt.transducer import Transducer
 from amnet.training import checkpointing, loop, optim, parallel, rundir
@@ -189,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
             decoders["beam_lm"] = decode_fns.make_decoder(
                 model, front, beam=config.lm.beam, max_length=config.eval.max_length,
                 max_symbols_per_frame=config.eval.max_symbols_per_frame, fusion=fusion)
-        outputs = evaluator.transcribe(decoders, routing_report.make_router(model, front),
+        outputs = evaluator.transcribe(decoders, routing.make_router(model, front),
                                        state.params, test_split, tokenizer, mesh)
         if model.config.ctc_head:
             results["test_wer_ctc_greedy"] = evaluator.evaluate(

@@ -23,7 +23,7 @@ from absl import app, flags
 from amnet import build
 from amnet.amortized import streaming
 from amnet.data import datasets
-from amnet.evaluation import routing as routing_report
+from amnet.evaluation import routing
 from amnet.rnnt.transducer import Transducer
 from amnet.training import checkpointing, parallel, rundir
 from benchmarks import models
@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> None:
         tokenizer = build.tokenizer(config)
         front, _ = build.frontend_configs(config)
         split = datasets.open_eval_split(config, config.data.test_split, tokenizer)
-        utterances = [u.features for u in routing_report.collect(
+        utterances = [u.features for u in routing.collect(
             amnet, amnet_params, split, tokenizer, front, parallel.make_mesh(1),
             keep_features=_UTTERANCES.value, max_utterances=_UTTERANCES.value)]
     else:

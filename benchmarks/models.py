@@ -49,17 +49,25 @@ def step_config(batch: int, preset: str = "small",
     return config, LIBRISPEECH_VOCAB
 
 
-def synthetic_batch(config, batch: int, vocab: int = CHARACTERS, labels: int | None = None,
-                    ) -> dict:
-    """Full-length noise audio of the first bucket and random transcripts of `labels` tokens
-    (default: the bucket's whole label length), seed 0."""
+def synthetic_batch(bucket: tuple[int, int], batch: int, vocab: int = CHARACTERS,
+                    labels: int | None = None, *, ragged: bool = False) -> dict:
+    """A batch of the pipeline's form (`amnet.data.input_pipeline`) in a `(samples, tokens)`
+    bucket, seed 0: noise audio and random transcripts, full length with `labels` tokens each
+    (default: the bucket's label length), or with `ragged` random lengths and the last row a
+    padding row (weight 0)."""
     rng = np.random.default_rng(0)
-    samples, tokens = config.data.buckets[0]
-    return {"audio": rng.integers(-3000, 3000, (batch, samples)).astype(np.int16),
-            "audio_lengths": np.full(batch, samples, np.int32),
-            "tokens": rng.integers(1, vocab, (batch, tokens)).astype(np.int32),
-            "token_lengths": np.full(batch, labels or tokens, np.int32),
-            "weights": np.ones(batch, np.float32)}
+    samples, tokens = bucket
+    audio = rng.integers(-3000, 3000, (batch, samples)).astype(np.int16)
+    audio_lengths = (rng.integers(samples * 3 // 8, samples, batch) if ragged
+                     else np.full(batch, samples))
+    text = rng.integers(1, vocab, (batch, tokens)).astype(np.int32)
+    token_lengths = (rng.integers(3, tokens, batch) if ragged
+                     else np.full(batch, labels or tokens))
+    weights = np.ones(batch, np.float32)
+    if ragged:
+        weights[-1] = 0.0
+    return {"audio": audio, "audio_lengths": audio_lengths.astype(np.int32), "tokens": text,
+            "token_lengths": token_lengths.astype(np.int32), "weights": weights}
 
 
 class TrainStep:
@@ -90,7 +98,7 @@ class TrainStep:
             self.model, optimizer, mesh, self.front, augment,
             objective.rnnt_objective(self.model, config.loss),
             normalization=build.loss_normalization(config))
-        self.batch = parallel.global_batch(synthetic_batch(config, batch, vocab), mesh)
+        self.batch = parallel.global_batch(synthetic_batch(buckets[bucket], batch, vocab), mesh)
         self.batch_size = batch
         self.samples, self.labels = buckets[bucket]
         self.frontend_frames = int(frontend.num_frames(self.samples, self.front))

@@ -99,7 +99,7 @@ def main(argv: Sequence[str]) -> None:
     config = cmvn.unit_stats(baseline.get_config(_PRESET.value))
     if _LOSS_CHUNK.value:
         config.model.loss_frames_per_chunk = _LOSS_CHUNK.value
-    batch = models.synthetic_batch(config, _BATCH.value, models.CHARACTERS,
+    batch = models.synthetic_batch(config.data.buckets[0], _BATCH.value, models.CHARACTERS,
                                    labels=config.data.buckets[0][1] // 2)
     rows = []
     for backend in _BACKENDS.value:

@@ -11,6 +11,7 @@ import pytest
 from amnet import build
 from experiments.configs import amnet as amnet_config
 from experiments.configs import baseline
+from tests.helpers import CHARACTERS
 
 # Parameter paths and shapes of each preset as written by the code before the layered packages
 # (commit 70e29eb, one flat `amnet/` package): checkpoints of that code must stay readable.
@@ -35,7 +36,7 @@ def preset(name: str):
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
 def test_parameter_paths_and_shapes_are_the_recorded_ones(name):
-    assert parameter_shapes(preset(name), 29) == RECORDED[name]
+    assert parameter_shapes(preset(name), CHARACTERS) == RECORDED[name]
 
 
 def test_the_record_covers_the_encoder_paths_selectors_read():

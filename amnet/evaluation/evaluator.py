@@ -95,7 +95,7 @@ def transcribe(decoders: dict, route, params, split, tokenizer, mesh,
                ) -> list[results_io.UtteranceOutput]:
     """Raw test outputs of this process's rows of `split`: reference, the `greedy` and `beam`
     decoders' hypotheses (`make_decoder`), and the branch of every encoder frame (`route`,
-    `routing_report.make_router`)."""
+    `routing.make_router`)."""
     out = []
     for batch, device_batch in batches(split, tokenizer, mesh):
         hyps = {}

@@ -18,8 +18,7 @@ from amnet import build, trainer
 from amnet.amortized import streaming
 from amnet.data import datasets
 from amnet.evaluation import results as results_io
-from amnet.evaluation import routing as routing_report
-from amnet.evaluation import scoring
+from amnet.evaluation import routing, scoring
 from amnet.rnnt.flops import LinearSpec
 from amnet.studies import amnet_matched, amnet_plots, sweep
 from amnet.training import checkpointing, parallel, rundir
@@ -70,7 +69,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
     mesh = parallel.make_mesh(1)
     split = datasets.open_eval_split(config, config.data.test_split, tokenizer)
     keep = max(setup.stream_utterances, setup.plot_utterances)
-    utterances = routing_report.collect(model, params, split, tokenizer, front, mesh,
+    utterances = routing.collect(model, params, split, tokenizer, front, mesh,
                                         keep_features=keep)
     branches = list(model.config.encoder_branches)
     row = {"model": name, "branches": " / ".join(branches),
@@ -82,7 +81,7 @@ def evaluate(name: str, config: ml_collections.ConfigDict, run_dir: Path, result
         row["amortization"] = config.amnet.amortization
     final_temperature = (config.amnet.temperature.final if "amnet" in config
                          else reference.amnet.temperature.final)
-    row.update(routing_report.summarize(
+    row.update(routing.summarize(
         utterances, frame_period_s=reference.model.frame_period_s,
         processor_flops=reference.model.processor_flops, branches=len(branches),
         final_temperature=final_temperature))

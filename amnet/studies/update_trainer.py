@@ -22,8 +22,7 @@ from absl import logging
 
 from amnet import build
 from amnet.data import datasets, input_pipeline
-from amnet.evaluation import decode_fns, evaluator, scoring
-from amnet.evaluation import routing as routing_report
+from amnet.evaluation import decode_fns, evaluator, routing, scoring
 from amnet.rnnt import cmvn, decoding, objective
 from amnet.training import loop, parallel
 from amnet.training import step as train_step
@@ -74,7 +73,7 @@ class UpdateTrainer:
         self.decode = decode_fns.make_decoder(
             self.model, self.front, beam=0, max_length=config.eval.max_length,
             max_symbols_per_frame=config.eval.max_symbols_per_frame)
-        self.route = routing_report.make_router(self.model, self.front)
+        self.route = routing.make_router(self.model, self.front)
         self._train_data: dict[int, tuple] = {}
         self._test_data: dict[int, tuple] = {}
 

@@ -13,8 +13,7 @@ from amnet.data.corpus import grammar
 from amnet.evaluation import compare
 from amnet.evaluation import results as results_io
 from amnet.evaluation.metrics import word_errors, word_recall
-from amnet.studies import neuraldiff_biasing
-from amnet.studies import update_trainer as neuraldiff_training
+from amnet.studies import neuraldiff_biasing, update_trainer
 from experiments import neuraldiff_generations
 from experiments.configs import neuraldiff as neuraldiff_config
 from neuraldiff import model_file, package
@@ -115,7 +114,7 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
     def no_training(*args, **kwargs):
         raise AssertionError("a finished step was trained again")
 
-    monkeypatch.setattr(neuraldiff_training.UpdateTrainer, "_train", no_training)
+    monkeypatch.setattr(update_trainer.UpdateTrainer, "_train", no_training)
     neuraldiff_generations.run(config, str(workdir))
     assert json.loads((workdir / "results.json").read_text()) == json.loads(first)
 

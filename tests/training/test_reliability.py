@@ -20,8 +20,10 @@ from amnet.rnnt import frontend, objective
 from amnet.training import checkpointing, optim, parallel
 from amnet.training import step as train_step
 from amnet.training.metric_writers import read_metrics
+from benchmarks.models import synthetic_batch
 from experiments.configs import baseline
 from tests.helpers import (
+    CHARACTERS,
     HANG_GUARD_S,
     ROOT,
     cpu_env,
@@ -124,16 +126,11 @@ def test_chaos_kills_preemption_and_a_corrupt_checkpoint_end_in_identical_params
 def _tiny_step():
     config = baseline.get_config("tiny")
     mesh = parallel.make_mesh(1)
-    model = build.model(config, vocab_size=29)
+    model = build.model(config, CHARACTERS)
     optimizer = optim.make_optimizer(config.optimizer, 10)
     front = frontend.FrontendConfig()
     state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)
-    rng = np.random.default_rng(0)
-    batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
-             "audio_lengths": np.full(8, 16000, np.int32),
-             "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
-             "token_lengths": np.full(8, 8, np.int32),
-             "weights": np.ones(8, np.float32)}
+    batch = synthetic_batch((16000, 12), 8, labels=8)
     step = train_step.make_train_step(model, optimizer, mesh, front, None,
                                       objective.rnnt_objective(model, config.loss),
                                       normalization=config.loss.normalization)

@@ -73,17 +73,13 @@ from amnet import build
 from amnet.rnnt import frontend, objective
 from amnet.training import optim, parallel
 from amnet.training import step as train_step
+from benchmarks.models import CHARACTERS, synthetic_batch
 from experiments.configs.baseline import get_config
 config = get_config("tiny")
-model = build.model(config, vocab_size=29)
+model = build.model(config, CHARACTERS)
 optimizer = optim.make_optimizer(config.optimizer, 10)
 front = frontend.FrontendConfig()
-rng = np.random.default_rng(0)
-batch = {"audio": rng.integers(-3000, 3000, (8, 16000)).astype(np.int16),
-         "audio_lengths": rng.integers(6000, 16000, 8).astype(np.int32),
-         "tokens": rng.integers(1, 29, (8, 12)).astype(np.int32),
-         "token_lengths": rng.integers(3, 12, 8).astype(np.int32),
-         "weights": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)}
+batch = synthetic_batch((16000, 12), 8, ragged=True)  # uneven lengths, a padding row
 for devices in map(int, sys.argv[1:]):
     mesh = parallel.make_mesh(devices)
     state = train_step.create_train_state(model, optimizer, (16000, 12), front, 0, mesh)

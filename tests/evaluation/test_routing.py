@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amnet.evaluation import routing as routing_report
+from amnet.evaluation import routing
 from amnet.studies import amnet_matched
 
 RATE, FRAME = 16_000, 480  # 30 ms encoder frames
@@ -29,19 +29,19 @@ def _noisy_speech_like(seed: int, noise_std: float):
 @pytest.mark.parametrize("noise_std", [0.0, 0.01, 0.1])  # clean, ~30 dB and ~10 dB SNR
 def test_silence_frames_find_the_known_silences(noise_std):
     audio, truth = _noisy_speech_like(0, noise_std)
-    labels = routing_report.silence_frames(audio, FRAME, truth.size)
+    labels = routing.silence_frames(audio, FRAME, truth.size)
     np.testing.assert_array_equal(labels, truth)
     # Audio shorter than the frames: the missing tail is silence; longer: ignored.
-    assert routing_report.silence_frames(audio[: 20 * FRAME], FRAME, 25)[20:].all()
+    assert routing.silence_frames(audio[: 20 * FRAME], FRAME, 25)[20:].all()
     np.testing.assert_array_equal(
-        routing_report.silence_frames(audio, FRAME, 30), truth[:30])
+        routing.silence_frames(audio, FRAME, 30), truth[:30])
 
 
 def test_routing_probability_sharpens_with_temperature():
     logits = np.array([[0.0, 0.02], [0.0, 0.0], [3.0, -3.0]])
-    at_one = routing_report.routing_probability(logits, 1.0)
+    at_one = routing.routing_probability(logits, 1.0)
     np.testing.assert_allclose(at_one, [1 / (1 + np.exp(-0.02)), 0.5, 1 / (1 + np.exp(-6))])
-    cold = routing_report.routing_probability(logits, 0.005)
+    cold = routing.routing_probability(logits, 0.005)
     assert cold[0] > 0.98 and cold[1] == 0.5 and cold[2] == pytest.approx(1.0)
 
 
