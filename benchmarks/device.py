@@ -12,7 +12,8 @@ AmNet's measured against its counted saving.
    model exported to ONNX (`amnet.device.onnx_model`) and run by onnxruntime, float32 and
    dynamic int8, in the same search code (one intra-op thread).
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
-   against lowrank(16) and sparse(0.9) branches (random weights; every frame forced to one
+   against lowrank(16), sparse(0.9) (CSR) and sparse(0.9,8x64) (balanced blocks) branches
+   (random weights; every frame forced to one
    branch, the joint forced to blank), measured saving 1 - t_k / t_dense next to the counted
    1 - C_k / C_dense (`amnet.amortized.costs`). Target: measured >= 0.9x counted.
 
@@ -45,7 +46,7 @@ from amnet.device.network import Network  # noqa: E402
 from amnet.device.recognizer import Recognizer  # noqa: E402
 from amnet.device.spec import DeviceSpec  # noqa: E402
 from amnet.evaluation import shallow_fusion  # noqa: E402
-from amnet.rnnt.flops import LinearSpec  # noqa: E402
+from amnet.rnnt.flops import LinearSpec, block_grid  # noqa: E402
 from amnet.training import rundir  # noqa: E402
 
 
@@ -143,7 +144,11 @@ def _branch_model(fast: str, rng: np.random.Generator):
             params[f"{name}_v"] = rng.normal(0, 0.1, (spec.rank, shape[1])).astype(np.float32)
             return
         w = rng.normal(0, 0.1, shape).astype(np.float32)
-        if spec.kind == "sparse":
+        if spec.kind == "sparse" and spec.block:  # k random blocks in each output group
+            blocks, kept, groups = block_grid(*shape, spec)
+            live = np.argsort(rng.random((blocks, groups)), axis=0) < kept
+            w *= np.repeat(np.repeat(live, spec.block[0], 0), spec.block[1], 1)
+        elif spec.kind == "sparse":
             w[rng.random(shape) < spec.sparsity] = 0.0
         params[name] = w
 
@@ -175,7 +180,7 @@ def branch_costs(frames: int, repeats: int) -> list[str]:
     x = rng.normal(0, 1, (frames, 240)).astype(np.float32)
     rows = ["| fast branch | ms/frame dense | ms/frame fast | measured saving | counted saving "
             "| measured / counted |", "|---|---:|---:|---:|---:|---:|"]
-    for fast in ("lowrank(16)", "sparse(0.9)"):
+    for fast in ("lowrank(16)", "sparse(0.9)", "sparse(0.9,8x64)"):
         spec, params = _branch_model(fast, rng)
         costs = spec.branch_flops()
         recognizers = []

@@ -15,9 +15,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from amnet import build
+from amnet.amortized import pruning
 from amnet.data.text import CHAR_VOCAB_SIZE
 from amnet.device.spec import DeviceSpec
 from amnet.rnnt import frontend
+from amnet.rnnt.flops import LinearSpec
 from amnet.rnnt.transducer import Transducer, TransducerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,11 +63,15 @@ def random_model(branches, predictor="lstm", num_mels=80, projection=None):
     flat = {}
     for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
         flat["/".join(p.key for p in path)] = np.array(value, np.float32)
-    for k, spec in enumerate(branches):  # sparse branches: 80% exact zeros, as trained
-        if spec.startswith("sparse"):
+    for k, text in enumerate(branches):  # sparse branches: 80% exact zeros, as trained
+        spec = LinearSpec.parse(text)
+        if spec.kind == "sparse":
             for name, w in flat.items():
                 if name.startswith(f"encoder/branch_{k}/") and w.ndim == 2:
-                    w[rng.random(w.shape) < 0.8] = 0.0
+                    if spec.block:
+                        w[...] = np.asarray(pruning.block_prune(w, spec.sparsity, spec))
+                    else:
+                        w[rng.random(w.shape) < 0.8] = 0.0
     if len(branches) > 1:  # a sharper arbitrator: decisions that change from frame to frame
         flat["encoder/arbitrator/w2"] *= 8.0
         flat["encoder/arbitrator/b2"][2] = 1.0

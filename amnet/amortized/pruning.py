@@ -7,6 +7,11 @@ weights and the rest become exactly zero. At every other step from t0 on, weight
 zero before the update are zeroed again after it. The mask is therefore the kernel's own zero
 pattern: no extra state, checkpoints unchanged, and after t1 the mask is fixed. Biases are
 not pruned.
+
+Block-sparse branches (`sparse(s,AxB)`) prune whole blocks of A inputs x B outputs, balanced:
+each group of B output columns keeps its k(t) = round((1 - s(t)) * in / A) blocks of largest
+L2 norm (at least one), so every group holds the same number of blocks, the structure
+`amnet.device.kernels.BlockSparse` multiplies at dense speed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from amnet.rnnt import flops
 from amnet.rnnt.flops import LinearSpec
 
 Params = Any
@@ -40,10 +46,24 @@ def magnitude_prune(kernel: jax.Array, sparsity: jax.Array | float) -> jax.Array
     return jnp.where(ranks.reshape(kernel.shape) < count, 0.0, kernel).astype(kernel.dtype)
 
 
-def sparse_branches(branch_specs: tuple[str, ...]) -> dict[str, float]:
-    """{encoder branch module name: target sparsity} for the `sparse(s)` branches."""
+def block_prune(kernel: jax.Array, sparsity: jax.Array | float, spec: LinearSpec,
+                ) -> jax.Array:
+    """Keeps, in each group of `spec.block[1]` output columns of an `[in, out]` kernel, the
+    round((1 - sparsity) * blocks) blocks (at least one) of largest L2 norm; zeroes the rest."""
+    (rows, cols), (num_in, num_out) = spec.block, kernel.shape
+    blocks, _, groups = flops.block_grid(num_in, num_out, spec)
+    norms = jnp.sqrt(jnp.sum(jnp.square(kernel.astype(jnp.float32)).reshape(
+        blocks, rows, groups, cols), axis=(1, 3)))  # [blocks, groups]
+    kept = jnp.maximum(1, jnp.round((1.0 - sparsity) * blocks)).astype(jnp.int32)
+    ranks = jnp.argsort(jnp.argsort(-norms, axis=0, stable=True), axis=0)  # 0 = largest
+    keep = jnp.repeat(jnp.repeat(ranks < kept, rows, axis=0), cols, axis=1)
+    return jnp.where(keep, kernel, 0.0).astype(kernel.dtype)
+
+
+def sparse_branches(branch_specs: tuple[str, ...]) -> dict[str, LinearSpec]:
+    """{encoder branch module name: its spec} for the `sparse(s)` branches."""
     specs = {f"branch_{k}": LinearSpec.parse(s) for k, s in enumerate(branch_specs)}
-    return {name: s.sparsity for name, s in specs.items() if s.kind == "sparse"}
+    return {name: s for name, s in specs.items() if s.kind == "sparse"}
 
 
 def make_pruner(branch_specs: tuple[str, ...], config: ml_collections.ConfigDict,
@@ -67,10 +87,12 @@ def make_pruner(branch_specs: tuple[str, ...], config: ml_collections.ConfigDict
             branch = next((n for n in names if n in targets), None)
             if branch is None or names[-1] not in KERNELS:
                 return new_leaf
-            sparsity = sparsity_at(step, targets[branch], config)
+            spec = targets[branch]
+            sparsity = sparsity_at(step, spec.sparsity, config)
             kept = jnp.where(active & (old_leaf == 0), 0.0, new_leaf).astype(new_leaf.dtype)
-            return jax.lax.cond(is_prune_step, lambda: magnitude_prune(new_leaf, sparsity),
-                                lambda: kept)
+            pruned = (lambda: block_prune(new_leaf, sparsity, spec)) if spec.block else (
+                lambda: magnitude_prune(new_leaf, sparsity))
+            return jax.lax.cond(is_prune_step, pruned, lambda: kept)
 
         return jax.tree_util.tree_map_with_path(visit, new, old)
 

@@ -4,6 +4,9 @@ multiply and add count as one FLOP each.
 Linear maps `x [in] -> [out]`:
   dense          2 * in * out
   sparse(s)      2 * nnz, nnz = round((1 - s) * in * out)
+  sparse(s,AxB)  balanced blocks of A inputs x B outputs: each group of B output columns keeps
+                 the same k = max(1, round((1 - s) * in / A)) blocks of A rows, so
+                 nnz = k * A * out (a structure a CPU multiplies at dense speed, amnet.device)
   lowrank(r)     2 * r * (in + out)          (W ~= U V, U [in, r], V [r, out])
 LSTM cell of H units (gates i, f, g, o) on top of its two matmuls:
   gate pre-activations: 4H (sum of the two products) + 4H (bias)
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-_SPEC = re.compile(r"^(dense|sparse\((0?\.\d+|0|1\.0*)\)|lowrank\((\d+)\))$")
+_SPEC = re.compile(r"^(dense|sparse\((0?\.\d+|0|1\.0*)(?:,(\d+)x(\d+))?\)|lowrank\((\d+)\))$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,7 @@ class LinearSpec:
     kind: str = "dense"
     sparsity: float = 0.0  # sparse: share of zero weights
     rank: int = 0  # lowrank: r
+    block: tuple[int, int] | None = None  # sparse: (inputs, outputs) of a block; None: any
 
     def __post_init__(self):
         if self.kind not in ("dense", "sparse", "lowrank"):
@@ -35,21 +39,28 @@ class LinearSpec:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.kind == "lowrank" and self.rank <= 0:
             raise ValueError(f"lowrank needs a positive rank, got {self.rank}")
+        if self.block is not None and (self.kind != "sparse" or len(self.block) != 2 or
+                                       min(self.block) <= 0):
+            raise ValueError(f"a block is two positive sizes of a sparse map, got {self.block}")
 
     @classmethod
     def parse(cls, text: str) -> LinearSpec:
-        """`dense`, `sparse(0.9)` (share of zero weights) or `lowrank(32)`."""
+        """`dense`, `sparse(0.9)` (share of zero weights), `sparse(0.9,8x64)` (in balanced
+        blocks of 8 inputs x 64 outputs) or `lowrank(32)`."""
         match = _SPEC.match(text.replace(" ", ""))
         if match is None:
             raise ValueError(f"bad branch spec {text!r}: use dense, sparse(s) with 0 <= s < 1, "
-                             "or lowrank(r)")
+                             "sparse(s,AxB) for blocks of A inputs x B outputs, or lowrank(r)")
         if match.group(2) is not None:
-            return cls("sparse", sparsity=float(match.group(2)))
-        if match.group(3) is not None:
-            return cls("lowrank", rank=int(match.group(3)))
+            block = (int(match.group(3)), int(match.group(4))) if match.group(3) else None
+            return cls("sparse", sparsity=float(match.group(2)), block=block)
+        if match.group(5) is not None:
+            return cls("lowrank", rank=int(match.group(5)))
         return cls("dense")
 
     def __str__(self) -> str:
+        if self.kind == "sparse" and self.block:
+            return f"sparse({self.sparsity:g},{self.block[0]}x{self.block[1]})"
         if self.kind == "sparse":
             return f"sparse({self.sparsity:g})"
         if self.kind == "lowrank":
@@ -57,7 +68,20 @@ class LinearSpec:
         return "dense"
 
 
+def block_grid(in_dim: int, out_dim: int, spec: LinearSpec) -> tuple[int, int, int]:
+    """(blocks per group, kept blocks per group k, groups) of a block-sparse `[in, out]` map."""
+    rows, cols = spec.block
+    if in_dim % rows or out_dim % cols:
+        raise ValueError(f"a [{in_dim}, {out_dim}] kernel does not split into {spec}'s blocks "
+                         f"of {rows} inputs x {cols} outputs")
+    blocks = in_dim // rows
+    return blocks, max(1, round((1.0 - spec.sparsity) * blocks)), out_dim // cols
+
+
 def linear_flops(in_dim: int, out_dim: int, spec: LinearSpec = LinearSpec()) -> int:
+    if spec.kind == "sparse" and spec.block:
+        _, kept, _ = block_grid(in_dim, out_dim, spec)
+        return 2 * kept * spec.block[0] * out_dim
     if spec.kind == "sparse":
         return 2 * round((1.0 - spec.sparsity) * in_dim * out_dim)
     if spec.kind == "lowrank":

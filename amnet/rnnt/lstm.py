@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from amnet.rnnt import lstm_recurrence
+from amnet.rnnt import flops, lstm_recurrence
 from amnet.rnnt.flops import LinearSpec
 
 Carry = tuple[jax.Array, jax.Array]  # (h [B, P], c [B, H])
@@ -59,6 +59,8 @@ def weight_param(module: nn.Module, name: str, shape: tuple[int, int], spec: Lin
     Low-rank factors are both fan-in scaled, so u @ v starts with the variance of a fan-in
     initialized dense kernel.
     """
+    if spec.kind == "sparse" and spec.block:
+        flops.block_grid(*shape, spec)  # the kernel splits into the spec's blocks (or raises)
     if spec.kind != "lowrank":
         return module.param(name, init, shape)
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")

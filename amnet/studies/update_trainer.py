@@ -89,6 +89,10 @@ class UpdateTrainer:
         if generation not in self._train_data:
             config = self.data_config(generation)
             source = datasets.open_dataset(config, config.data.train_split)
+            if self.config.get("base_replay", 0.0):
+                base = datasets.open_dataset(self.data_config(0), config.data.train_split)
+                source = datasets.with_replay(source, base, self.config.base_replay,
+                                              seed=self.config.seed + generation)
             pipe = datasets.pipeline_config(config, batch_size=self.config.train.global_batch_size,
                                            train=True)
             self._train_data[generation] = (source, input_pipeline.scan(

@@ -140,6 +140,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, init:
     if model_config.loss != "fused":
         raise ValueError(f"the PyTorch baselines train with the exact RNN-T loss; got "
                          f"model.loss={model_config.loss!r} (pass --config.model.loss=fused)")
+    if spec.block:
+        raise ValueError(f"the PyTorch baselines prune unstructured weights; got {spec} "
+                         "(block-sparse branches train in JAX)")
     if spec.kind == "sparse" and "pruning" not in config:
         raise ValueError("a sparse encoder needs a `pruning` block in the config")
     # The JAX runner's CMVN statistics (the same subset of the same split).

@@ -6,6 +6,9 @@
 `get_config("<preset>,<model>")`. Presets as in baseline.py (`tiny`, `small`, `full`); the
 model after the comma:
   lowrank, sparse          AmNet with branches (dense, lowrank(r)) / (dense, sparse(s)), L_amr
+  blocks                   (dense, sparse(s,8x64)): the sparse branch in balanced blocks of 8
+                           inputs x 64 outputs, the structure the device runtime multiplies at
+                           dense speed (docs/device.md); -noamr, -upl and single- as for sparse
   lowrank-noamr, ...       the same without the amortization penalty (compute cost only)
   lowrank-upl, ...         the ablation: penalize the final user-perceived latency instead
   three                    three branches: dense, sparse(s), lowrank(r)
@@ -23,8 +26,9 @@ from amnet.data.text import CharTokenizer
 from amnet.rnnt.transducer import TransducerConfig
 from experiments.configs import baseline
 
-MODELS = ("lowrank", "sparse", "lowrank-noamr", "sparse-noamr", "lowrank-upl", "sparse-upl",
-          "three", "single-dense", "single-sparse", "single-lowrank")
+MODELS = ("lowrank", "sparse", "blocks", "lowrank-noamr", "sparse-noamr", "blocks-noamr",
+          "lowrank-upl", "sparse-upl", "blocks-upl", "three", "single-dense", "single-sparse",
+          "single-blocks", "single-lowrank")
 
 
 def dense_frame_flops(c: ml_collections.ConfigDict) -> int:
@@ -44,7 +48,7 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown AmNet model {model!r}; choose one of {', '.join(MODELS)}")
     c = baseline.get_config(preset)
     c.amnet_model = model
-    sparse, lowrank = "sparse(0.9)", "lowrank(16)"
+    sparse, blocks, lowrank = "sparse(0.9)", "sparse(0.9,8x64)", "lowrank(16)"
     if preset == "tiny":
         lowrank = "lowrank(4)"
 
@@ -57,11 +61,13 @@ def get_config(arg: str = "small,lowrank") -> ml_collections.ConfigDict:
     c.model.arbitrator_hidden = 16
     kind = model.removeprefix("single-").split("-")[0]
     if model.startswith("single-"):
-        c.model.encoder_branches = ({"dense": "dense", "sparse": sparse, "lowrank": lowrank}[kind],)
+        c.model.encoder_branches = ({"dense": "dense", "sparse": sparse, "blocks": blocks,
+                                     "lowrank": lowrank}[kind],)
     elif model == "three":
         c.model.encoder_branches = ("dense", sparse, lowrank)
     else:
-        c.model.encoder_branches = ("dense", {"sparse": sparse, "lowrank": lowrank}[kind])
+        c.model.encoder_branches = ("dense", {"sparse": sparse, "blocks": blocks,
+                                              "lowrank": lowrank}[kind])
 
     c.amnet = ml_collections.ConfigDict()
     # The routing terms are means over the utterance's frames (<= 1), added to its summed

@@ -30,6 +30,10 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     # on the recipe's baseline (docs/neuraldiff.md: 60 steps at 1e-4, the earlier recipe, left
     # g1 where the base had it).
     c.train.update(steps=300, global_batch_size=32, log_every=10)
+    # g0 training utterances added to each update's training split, as a share of its size
+    # (a seeded draw per generation; 0: only the corpus's own replay share, drawn from every
+    # earlier generation, so g0's part of it shrinks from 30% at g1 to 6% at g5).
+    c.base_replay = 0.0
     c.loss.pruned_warmup_steps = 0  # the base model's simple joint is trained already
     c.optimizer.update(learning_rate=1e-3, warmup_steps=15, end_ratio=0.2, weight_decay=0.0)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from amnet.amortized import pruning, warm_start
+from amnet.rnnt import flops
 from tests.amortized.models import amnet_batch, amnet_model
 
 
@@ -30,6 +31,35 @@ def test_gradual_pruning_reaches_the_target_and_keeps_the_mask():
     assert float(jnp.sum(params["encoder"]["branch_0"]["layers_0"]["input_kernel"] == 0)) == 0
     assert float(jnp.sum(params["encoder"]["branch_1"]["layers_0"]["bias"] == 0)) == 0
     assert float(pruning.sparsity_at(6, 0.8, config)) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+
+
+def test_block_pruning_keeps_the_same_strongest_blocks_in_every_output_group():
+    branches = ("dense", "sparse(0.75,4x8)")  # a [20, 40] kernel: 5 blocks x 5 groups
+    config = ml_collections.ConfigDict({"start_step": 2, "end_step": 10, "every": 2})
+    prune = jax.jit(pruning.make_pruner(branches, config))
+    rng = np.random.default_rng(1)
+    kernel = jnp.asarray(rng.normal(size=(20, 40)), jnp.float32)
+    params = {"encoder": {"branch_0": {"layers_0": {"input_kernel": kernel}},
+                          "branch_1": {"layers_0": {"input_kernel": kernel}}}}
+    kept_per_step = []
+    for step in range(1, 15):
+        params = prune(jax.tree.map(lambda x: x + 0.01, params), params, jnp.asarray(step))
+        blocks = np.asarray(params["encoder"]["branch_1"]["layers_0"]["input_kernel"]).reshape(
+            5, 4, 5, 8)
+        live = np.any(blocks != 0, axis=(1, 3))  # [blocks, groups]
+        assert np.all(np.all(blocks != 0, axis=(1, 3)) == live)  # whole blocks, or nothing
+        assert len(set(live.sum(axis=0))) == 1  # balanced: every group keeps as many
+        kept_per_step.append(int(live[:, 0].sum()))
+    assert kept_per_step[0] == 5 and kept_per_step[-1] == 1 == round(0.25 * 5)
+    assert kept_per_step == sorted(kept_per_step, reverse=True) and 1 < kept_per_step[4] < 5
+    assert pruning.measured_sparsity(params, branches)["branch_1"] == pytest.approx(0.8)
+    # The first pruning keeps the blocks of largest norm in each group.
+    first = pruning.block_prune(kernel, 0.6, flops.LinearSpec.parse("sparse(0.6,4x8)"))
+    norms = np.linalg.norm(np.asarray(kernel).reshape(5, 4, 5, 8), axis=(1, 3))
+    live = np.any(np.asarray(first).reshape(5, 4, 5, 8) != 0, axis=(1, 3))
+    np.testing.assert_array_equal(live, norms >= np.sort(norms, axis=0)[-2])  # top 2 of 5
+    with pytest.raises(ValueError, match=r"\[20, 40\] kernel does not split into"):
+        pruning.block_prune(kernel, 0.5, flops.LinearSpec.parse("sparse(0.5,3x8)"))
 
 
 def test_warm_start_copies_dense_and_takes_the_best_low_rank_fit():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amnet.amortized import pruning
 from amnet.data import datasets
 from amnet.device import features, kernels, search
 from amnet.device.network import Network
@@ -84,6 +85,33 @@ def test_sparse_and_lowrank_kernels_equal_their_dense_products():
     np.testing.assert_allclose(lowrank(x), x @ u @ v, rtol=1e-5, atol=1e-5)
 
 
+def test_block_sparse_kernels_equal_their_dense_products_balanced_or_not():
+    rng = np.random.default_rng(0)
+    spec = LinearSpec.parse("sparse(0.75,4x8)")  # [16, 24]: 4 blocks x 3 groups, 1 kept
+    x = rng.normal(size=(3, 16)).astype(np.float32)
+    # Pruned as training prunes (JAX): balanced, so stored without padding.
+    trained = np.asarray(pruning.block_prune(rng.normal(size=(16, 24)).astype(np.float32),
+                                             0.75, spec))
+    blocks = kernels.linear({"w": trained}, "w", spec)
+    assert isinstance(blocks, kernels.BlockSparse) and blocks.nnz == np.count_nonzero(trained)
+    np.testing.assert_allclose(blocks(x), x @ trained, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blocks(x[0]), x[0] @ trained, rtol=1e-5, atol=1e-6)
+    assert kernels.nbytes(blocks) == trained.nbytes // 4 + 3 * 4  # values + a block index each
+    # Any kernel is exact (unbalanced groups are padded with zero blocks), and two maps of
+    # [x, h] stack into one.
+    loose = rng.normal(size=(12, 24)).astype(np.float32)
+    loose[rng.random(loose.shape) < 0.7] = 0.0
+    loose[:, :8] = 0.0  # an empty group
+    other = kernels.linear({"w": loose}, "w", spec)
+    h = rng.normal(size=(3, 12)).astype(np.float32)
+    np.testing.assert_allclose(other(h), h @ loose, rtol=1e-5, atol=1e-6)
+    both = kernels.stacked(blocks, other)
+    np.testing.assert_allclose(both(np.concatenate([x, h], 1)), x @ trained + h @ loose,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="does not split into blocks of 4 inputs x 8 outputs"):
+        kernels.linear({"w": np.ones((10, 24), np.float32)}, "w", spec)
+
+
 def test_int8_kernels_are_within_half_a_step_of_the_weights_in_a_quarter_of_the_bytes():
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(40, 24)).astype(np.float32) * np.linspace(0.01, 3, 24)
@@ -115,9 +143,9 @@ def test_the_stateless_prediction_network_steps_as_in_jax():
 
 
 def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
-    """Every kernel (an AmNet with dense, lowrank(3) and sparse(0.8) branches) and the LSTM
-    prediction network; the stateless one is checked step by step above."""
-    branches = ("dense", "lowrank(3)", "sparse(0.8)")
+    """Every kernel (an AmNet with dense, lowrank(3), sparse(0.8) and block-sparse branches)
+    and the LSTM prediction network; the stateless one is checked step by step above."""
+    branches = ("dense", "lowrank(3)", "sparse(0.75,4x16)", "sparse(0.8)")
     model, params, flat, spec, x = random_model(branches)
     lengths = np.array([x.shape[1]])
     network = Network(spec, flat)
@@ -133,7 +161,7 @@ def test_a_random_model_decodes_identically_in_jax_and_on_the_device():
     if len(branches) > 1:
         expected = np.argmax(np.asarray(trace.gates[0]), axis=-1)
         np.testing.assert_array_equal(chosen, expected)
-        assert len(set(chosen)) == 3  # every branch ran somewhere
+        assert len(set(chosen)) == len(branches)  # every branch ran somewhere
     # Greedy, beam, and beam with a fused LM: the same tokens.
     sentences = [np.random.default_rng(i).integers(1, 7, 8) for i in range(30)]
     fusion = (lm.build_ngram(sentences, 7, 3),)

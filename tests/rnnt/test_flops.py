@@ -21,6 +21,17 @@ def test_linear_rules():
         flops.LinearSpec("sparse", sparsity=1.0)
     with pytest.raises(ValueError, match="kind"):
         flops.LinearSpec("butterfly")
+    # Balanced blocks: k = round(0.25 * 100 / 10) = 2 (of 10) blocks of 10 rows in each group.
+    blocks = flops.LinearSpec.parse("sparse(0.75,10x20)")
+    assert blocks == flops.LinearSpec("sparse", sparsity=0.75, block=(10, 20))
+    assert str(blocks) == "sparse(0.75,10x20)" and flops.LinearSpec.parse(str(blocks)) == blocks
+    assert flops.block_grid(100, 40, blocks) == (10, 2, 2)
+    assert flops.linear_flops(100, 40, blocks) == 2 * 2 * 10 * 40 == 1600
+    assert flops.linear_flops(100, 40, flops.LinearSpec.parse("sparse(0.99,10x20)")) == 800
+    with pytest.raises(ValueError, match=r"\[100, 30\] kernel does not split"):
+        flops.linear_flops(100, 30, blocks)
+    with pytest.raises(ValueError, match="block"):
+        flops.LinearSpec("lowrank", rank=2, block=(2, 2))
 
 
 @pytest.mark.parametrize("input_dim, hidden, projection", [(240, 320, None), (320, 320, None),
