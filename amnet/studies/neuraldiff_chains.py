@@ -123,8 +123,9 @@ def check_base_run(config: ml_collections.ConfigDict) -> None:
     if not config.base_run:
         raise ValueError("set --config.base_run to the run directory of the g0 model")
     stored = rundir.read_run_config(config.base_run)
-    for block in ("model", "frontend"):
-        if stored[block].to_dict() != config[block].to_dict():
+    for block in ("model", "frontend"):  # options added since are compared at their default
+        if rundir.identity_block(block, stored[block].to_dict()) != rundir.identity_block(
+                block, config[block].to_dict()):
             raise ValueError(f"{config.base_run} was trained with another {block} block: "
                              f"{stored[block].to_dict()} vs {config[block].to_dict()}")
 

@@ -13,7 +13,7 @@ from amnet.data.corpus import grammar
 from amnet.evaluation import compare
 from amnet.evaluation import results as results_io
 from amnet.evaluation.metrics import word_errors, word_recall
-from amnet.studies import neuraldiff_biasing, update_trainer
+from amnet.studies import neuraldiff_biasing, neuraldiff_chains, update_trainer
 from experiments import neuraldiff_generations
 from experiments.configs import neuraldiff as neuraldiff_config
 from neuraldiff import model_file, package
@@ -128,3 +128,17 @@ def test_one_generation_of_every_method_through_the_entry_point(tiny_data_dir, t
     assert rows[1]["bias_words"] == len(new_words) and rows[0]["bias_words"] == 0
     assert all(r["occurrences"] == base["new_word_recall"]["g1"]["occurrences"] for r in rows)
     assert "| g1 | g0 model (no update) | beam + biasing |" in report
+
+
+def test_a_base_run_from_before_an_added_option_is_accepted_and_a_real_difference_is_not(
+        tmp_path):
+    config = neuraldiff_config.get_config("tiny")
+    config.base_run = str(tmp_path)
+    stored = json.loads(config.to_json())
+    del stored["model"]["lstm_backward"]  # written before the option existed (its default)
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    neuraldiff_chains.check_base_run(config)
+    stored["model"]["encoder_hidden"] += 1
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="trained with another model block"):
+        neuraldiff_chains.check_base_run(config)
