@@ -37,10 +37,14 @@ EXTRAS_REQUIRE = {
         "torch==2.13.0",  # the PyTorch-baseline parity tests run in `make test` (CPU build)
         "onnx==1.23.2",  # the ONNX export tests (amnet.device.onnx_model)
         "onnxruntime==1.32.0",
+        "sherpa-onnx==2.0.1",  # the sherpa-onnx layout tests run its own recognizer
+        "kaldi-native-fbank==1.23.0",  # the fbank sherpa-onnx computes (amnet.device.sherpa_layout)
     ],
     "tf": ["tensorflow-cpu>=2.16,<3"],  # TFRecord datasets such as the public librispeech
     "torch": ["torch==2.13.0"],  # PyTorch baselines (CPU build)
     "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0"],  # ONNX export and onnxruntime
+    "sherpa": ["onnx==1.23.2", "onnxruntime==1.32.0", "sherpa-onnx==2.0.1",
+               "kaldi-native-fbank==1.23.0"],  # the sherpa-onnx layout and its recognizer
 }
 
 setup(

@@ -2,6 +2,7 @@ r"""The device runtime (`amnet.device`) on one core: parity with JAX, real-time 
 AmNet's measured against its counted saving.
 
     python -m benchmarks.device --run_dir=runs/demo [--data_dir=data] [--utterances=300] [--onnx]
+    python -m benchmarks.device --run_dir=runs/demo --data_dir=data --sherpa
     python -m benchmarks.device                    # the branch costs alone
 
 1. With --run_dir: every utterance of the run's test split through the device runtime (greedy,
@@ -11,6 +12,8 @@ AmNet's measured against its counted saving.
    per-column scales (`kernels.Int8`; bytes with the matrices int8). With --onnx, also the
    model exported to ONNX (`amnet.device.onnx_model`) and run by onnxruntime, float32 and
    dynamic int8, in the same search code (one intra-op thread).
+   With --sherpa instead: the run in sherpa-onnx's layout (`amnet.device.sherpa_layout`), every
+   test utterance through sherpa-onnx's own recognizer, against JAX's greedy transcripts.
 2. Branch costs: per 30 ms frame (features excluded), the `small` encoder's dense branch
    against lowrank(16), sparse(0.9) (CSR) and sparse(0.9,8x64) (balanced blocks) branches
    (random weights; every frame forced to one
@@ -126,6 +129,71 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
     return rows
 
 
+def sherpa(run_dir: Path, data_dir: str | None, utterances: int, out_dir: Path,
+           train_utterances: int, repeats: tuple[int, ...] = (1, 2, 5)) -> list[str]:
+    """The run exported in sherpa-onnx's layout (`amnet.device.sherpa_layout`) and every test
+    utterance through sherpa-onnx's own recognizer (greedy, one thread), at most r labels per
+    encoder frame for each r in `repeats`, against the JAX engine's greedy transcripts. The
+    encoder graph's fbank statistics come from the first `train_utterances` of the training
+    split; an LSTM predictor's window holds `max_length` + 1 labels (every hypothesis the JAX
+    decoder can produce: exact)."""
+    import jiwer
+
+    from amnet import export
+    from amnet.device import features, sherpa_layout
+    from amnet.device.spec import METADATA_KEY
+    from amnet.training import checkpointing
+    from neuraldiff import model_file, updates
+
+    config = rundir.read_run_config(run_dir, data_dir)
+    spec = export.device_spec(config)
+    params = updates.flat(checkpointing.load_params(run_dir)[0])
+    path = out_dir / "device.safetensors"
+    model_file.save(path, params, metadata={METADATA_KEY: spec.to_json()})
+    train = datasets.open_dataset(config, config.data.train_split)
+    stats = sherpa_layout.fbank_statistics(
+        (features.to_float(train[i]["speech"]) for i in range(min(train_utterances,
+                                                                    len(train)))),
+        spec.frontend)
+    jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
+                                        .splitlines())}
+    source = datasets.open_dataset(config, config.data.test_split)
+    count = min(utterances, len(source))
+    context = None if spec.model["predictor"] == "stateless" else spec.max_length + 1
+    rows = [f"fbank statistics: {stats['frames']:,} frames of {min(train_utterances, len(train))}"
+            " training utterances", "",
+            "| decoder | runtime | utterances | identical to JAX greedy | WER sherpa-onnx "
+            "| WER JAX greedy | RTF |", "|---|---|---:|---:|---:|---:|---:|"]
+    for repeat in repeats:
+        directory = sherpa_layout.export(path, out_dir / f"sherpa_r{repeat}", stats,
+                                         context=context, repeat=repeat)
+        recognizer = sherpa_layout.SherpaRecognizer(directory, spec.frontend)
+        same, refs, hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
+        for i in range(count):
+            example = source[i]
+            uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
+            audio = features.to_float(example["speech"])
+            start = time.perf_counter()
+            text, _ = recognizer.transcribe(audio)
+            compute += time.perf_counter() - start
+            audio_s += audio.shape[0] / recognizer.sample_rate
+            expected = jax_rows[uid]
+            same += text == expected["greedy"]
+            refs.append(expected["reference"])
+            hyps.append(text)
+            jax_hyps.append(expected["greedy"])
+        wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in x]) for x in (hyps, jax_hyps))
+        rows.append(f"| greedy, <= {repeat} label(s)/frame | sherpa-onnx {_sherpa_version()} | "
+                    f"{count} | {same} | {wer:.2%} | {jax_wer:.2%} | {compute / audio_s:.4f} |")
+    return rows
+
+
+def _sherpa_version() -> str:
+    import sherpa_onnx
+
+    return getattr(sherpa_onnx, "__version__", "")
+
+
 def _branch_model(fast: str, rng: np.random.Generator):
     """A `small`-size AmNet (dense + `fast`) with random weights, as flat params and a spec."""
     from amnet.rnnt import frontend
@@ -215,7 +283,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--onnx", action="store_true",
                    help="also the ONNX graphs with onnxruntime, fp32 and int8 (extra `onnx`)")
+    p.add_argument("--sherpa", action="store_true",
+                   help="only the run in sherpa-onnx's layout, run by sherpa-onnx (extra "
+                   "`sherpa`)")
+    p.add_argument("--train_utterances", type=int, default=500,
+                   help="--sherpa: training utterances for the fbank statistics")
     args = p.parse_args()
+    if args.run_dir and args.sherpa:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n".join(sherpa(Path(args.run_dir), args.data_dir, args.utterances,
+                                   Path(tmp), args.train_utterances)))
+        return
     if args.run_dir:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n".join(parity(Path(args.run_dir), args.data_dir, args.utterances,

@@ -46,12 +46,16 @@ class _Graph:
     def __init__(self):
         import onnx  # noqa: F401  (the extra `onnx`; the NumPy runtime does not need it)
 
-        self.nodes, self.initializers, self.count = [], [], 0
+        self.nodes, self.initializers, self.count, self.names = [], [], 0, set()
 
     def const(self, name: str, value: np.ndarray) -> str:
+        """An initializer; a name already added is reused (a layer unrolled over frames)."""
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        if name not in self.names:
+            self.names.add(name)
+            value = np.array(value, order="C")  # (0-d stays 0-d: a scalar index)
+            self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def op(self, kind: str, *inputs: str, outputs: int = 1, name: str | None = None,
@@ -177,17 +181,30 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
                       [_value("pred_proj", np.float32, ["N", joint_dim]), *state_out],
                       metadata), out / "decoder.onnx")
 
-    g = _Graph()  # joiner
-    g.op("Add", g.op("MatMul", g.op("Tanh", g.op("Add", "enc_proj", "pred_proj")),
-                     g.const("output_kernel", net.out_kernel.kernel)),
-         g.const("output_bias", net.out_bias), name="logits")
-    onnx.save(g.model("joiner", [_value("enc_proj", np.float32, ["A", joint_dim]),
-                                 _value("pred_proj", np.float32, ["N", joint_dim])],
-                      [_value("logits", np.float32, ["N", spec.model["vocab_size"]])],
-                      metadata), out / "joiner.onnx")
-    (out / "tokens.txt").write_text("".join(
-        f"{TOKEN_NAMES.get(t, t)} {i}\n" for i, t in enumerate(spec.tokens)))
+    onnx.save(joiner(net, ("enc_proj", "A"), ("pred_proj", "N"), "logits", metadata),
+              out / "joiner.onnx")
+    write_tokens(spec, out / "tokens.txt")
     return out
+
+
+def joiner(net: Network, enc: tuple[str, str], pred: tuple[str, str], logits: str,
+           metadata: dict[str, str]):
+    """The joint as a graph: enc `[A, J]` and pred `[N, J]` (names, batch axes) -> logits
+    `[N, V]`."""
+    g = _Graph()
+    g.op("Add", g.op("MatMul", g.op("Tanh", g.op("Add", enc[0], pred[0])),
+                     g.const("output_kernel", net.out_kernel.kernel)),
+         g.const("output_bias", net.out_bias), name=logits)
+    joint_dim = net.enc_kernel.shape[1]
+    return g.model("joiner", [_value(enc[0], np.float32, [enc[1], joint_dim]),
+                              _value(pred[0], np.float32, [pred[1], joint_dim])],
+                   [_value(logits, np.float32, [pred[1], net.spec.model["vocab_size"]])],
+                   metadata)
+
+
+def write_tokens(spec: DeviceSpec, path: Path) -> None:
+    """tokens.txt: `<text> <id>` per line, the blank as <blk> and the space as U+2581."""
+    path.write_text("".join(f"{TOKEN_NAMES.get(t, t)} {i}\n" for i, t in enumerate(spec.tokens)))
 
 
 def quantize(onnx_dir: str | Path, out_dir: str | Path) -> Path:

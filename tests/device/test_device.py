@@ -37,7 +37,7 @@ HANG_GUARD_S = 300
 
 def test_the_device_runtime_imports_neither_jax_nor_flax():
     code = ("import sys, amnet.device.recognizer, amnet.device.search, amnet.transcribe, "
-            "amnet.device.onnx_model, "
+            "amnet.device.onnx_model, amnet.device.sherpa_layout, "
             "neuraldiff.cli; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')); "
             "print(loaded); assert not loaded")
