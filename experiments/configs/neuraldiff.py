@@ -5,7 +5,8 @@
 
 The model, frontend and data blocks are the baseline preset's and must match the base run
 (`base_run`, the g0 model; its stored config is checked). Each update trains `train.steps`
-steps on one generation's training split (new domain plus the corpus's replay share).
+steps on one generation's training split (new domain plus the corpus's replay share) and
+as many g0 training utterances (`base_replay`).
 Budgets are fractions of the fp32 model's bytes; the package, header included, must fit.
 """
 
@@ -32,8 +33,9 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     c.train.update(steps=300, global_batch_size=32, log_every=10)
     # g0 training utterances added to each update's training split, as a share of its size
     # (a seeded draw per generation; 0: only the corpus's own replay share, drawn from every
-    # earlier generation, so g0's part of it shrinks from 30% at g1 to 6% at g5).
-    c.base_replay = 0.0
+    # earlier generation, so g0's part of it shrinks from 30% at g1 to 6% at g5). At 1.0 the
+    # full fine-tune no longer forgets g0 over 5 updates (docs/neuraldiff.md, "Base replay").
+    c.base_replay = 1.0
     c.loss.pruned_warmup_steps = 0  # the base model's simple joint is trained already
     c.optimizer.update(learning_rate=1e-3, warmup_steps=15, end_ratio=0.2, weight_decay=0.0)
 
@@ -60,6 +62,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
         c.generations = 1
         c.budgets = (0.10,)
         c.train.update(steps=6, global_batch_size=8, log_every=2)
+        c.base_replay = 0.0  # (tests/data/test_datasets.py trains with it)
         c.optimizer.update(learning_rate=1e-4, warmup_steps=10)
         c.sparse.update(begin_step=1, end_step=4, every=1)
     return c
