@@ -163,11 +163,12 @@ def sherpa(run_dir: Path, data_dir: str | None, utterances: int, out_dir: Path,
     rows = [f"fbank statistics: {stats['frames']:,} frames of {min(train_utterances, len(train))}"
             " training utterances", "",
             "| decoder | runtime | utterances | identical to JAX greedy | WER sherpa-onnx "
-            "| WER JAX greedy | RTF |", "|---|---|---:|---:|---:|---:|---:|"]
+            f"| WER JAX greedy (<= {config.eval.max_symbols_per_frame} labels/frame) | RTF |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     for repeat in repeats:
         directory = sherpa_layout.export(path, out_dir / f"sherpa_r{repeat}", stats,
                                          context=context, repeat=repeat)
-        recognizer = sherpa_layout.SherpaRecognizer(directory, spec.frontend)
+        recognizer = sherpa_layout.SherpaRecognizer(directory)
         same, refs, hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
         for i in range(count):
             example = source[i]
@@ -289,7 +290,9 @@ def main() -> None:
     p.add_argument("--train_utterances", type=int, default=500,
                    help="--sherpa: training utterances for the fbank statistics")
     args = p.parse_args()
-    if args.run_dir and args.sherpa:
+    if args.sherpa and not args.run_dir:
+        p.error("--sherpa runs a trained run: give --run_dir")
+    if args.sherpa:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n".join(sherpa(Path(args.run_dir), args.data_dir, args.utterances,
                                    Path(tmp), args.train_utterances)))

@@ -46,15 +46,27 @@ class _Graph:
     def __init__(self):
         import onnx  # noqa: F401  (the extra `onnx`; the NumPy runtime does not need it)
 
-        self.nodes, self.initializers, self.count, self.names = [], [], 0, set()
+        self.nodes, self.initializers, self.count = [], [], 0
+        self.names: dict[str, np.ndarray] = {}
 
     def const(self, name: str, value: np.ndarray) -> str:
-        """An initializer; a name already added is reused (a layer unrolled over frames)."""
+        """An initializer; a name already added is reused (a layer unrolled over frames) if
+        its value is the same.
+
+        Raises:
+          ValueError: `name` was added with another dtype, shape or value.
+        """
         from onnx import numpy_helper
 
-        if name not in self.names:
-            self.names.add(name)
-            value = np.array(value, order="C")  # (0-d stays 0-d: a scalar index)
+        value = np.array(value, order="C")  # (0-d stays 0-d: a scalar index)
+        if name in self.names:
+            known = self.names[name]
+            if known.dtype != value.dtype or not np.array_equal(known, value):
+                raise ValueError(f"ONNX initializer {name!r} added twice with different values "
+                                 f"({known.dtype}{list(known.shape)} and "
+                                 f"{value.dtype}{list(value.shape)})")
+        else:
+            self.names[name] = value
             self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
@@ -129,12 +141,7 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
     """
     import onnx
 
-    model = model_file.read(model_path)
-    spec = DeviceSpec.from_metadata(model.metadata, str(model_path))
-    if len(spec.branches) != 1 or spec.branches[0].kind != "dense":
-        raise SpecError(f"{model_path}: ONNX export supports a dense single-branch encoder, "
-                        f"not {spec.model['encoder_branches']}")
-    net = Network(spec, model.params)
+    spec, net = read_dense(model_path, "ONNX export")
     metadata = {METADATA_KEY: spec.to_json()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +194,29 @@ def export(model_path: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+def read_dense(model_path: str | Path, what: str) -> tuple[DeviceSpec, Network]:
+    """The recognizer of a device model file (fingerprint checked) whose encoder is a dense
+    single branch, for `what` (an export) to write as graphs.
+
+    Raises:
+      SpecError: the file is no recognizer, or its encoder is branched or not dense.
+    """
+    model = model_file.read(model_path)
+    spec = DeviceSpec.from_metadata(model.metadata, str(model_path))
+    if len(spec.branches) != 1 or spec.branches[0].kind != "dense":
+        raise SpecError(f"{model_path}: {what} supports a dense single-branch encoder, "
+                        f"not {spec.model['encoder_branches']}")
+    return spec, Network(spec, model.params)
+
+
+def check_graphs(directory: Path, hint: str) -> None:
+    """Raises SpecError naming `directory` and each of encoder/decoder/joiner.onnx it lacks
+    (`hint`: the command that writes them)."""
+    missing = [n for n in GRAPHS if not (directory / f"{n}.onnx").is_file()]
+    if missing:
+        raise SpecError(f"{directory}: no {', '.join(f'{n}.onnx' for n in missing)} ({hint})")
+
+
 def joiner(net: Network, enc: tuple[str, str], pred: tuple[str, str], logits: str,
            metadata: dict[str, str]):
     """The joint as a graph: enc `[A, J]` and pred `[N, J]` (names, batch axes) -> logits
@@ -202,9 +232,10 @@ def joiner(net: Network, enc: tuple[str, str], pred: tuple[str, str], logits: st
                    metadata)
 
 
-def write_tokens(spec: DeviceSpec, path: Path) -> None:
-    """tokens.txt: `<text> <id>` per line, the blank as <blk> and the space as U+2581."""
-    path.write_text("".join(f"{TOKEN_NAMES.get(t, t)} {i}\n" for i, t in enumerate(spec.tokens)))
+def write_tokens(spec: DeviceSpec, path: Path, names: dict[str, str] = TOKEN_NAMES) -> None:
+    """tokens.txt: `<text> <id>` per line, each token renamed by `names` (by default the blank
+    as <blk> and the space as U+2581)."""
+    path.write_text("".join(f"{names.get(t, t)} {i}\n" for i, t in enumerate(spec.tokens)))
 
 
 def quantize(onnx_dir: str | Path, out_dir: str | Path) -> Path:
@@ -259,10 +290,7 @@ class OnnxNetwork:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads
         d = Path(onnx_dir)
-        missing = [n for n in GRAPHS if not (d / f"{n}.onnx").is_file()]
-        if missing:
-            raise SpecError(f"{d}: no {', '.join(f'{n}.onnx' for n in missing)} (export with "
-                            "`python -m amnet.device.onnx_model`)")
+        check_graphs(d, "export with `python -m amnet.device.onnx_model`")
         sessions = {n: onnxruntime.InferenceSession(str(d / f"{n}.onnx"), options,
                                                     providers=["CPUExecutionProvider"])
                     for n in GRAPHS}

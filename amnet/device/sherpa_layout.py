@@ -28,6 +28,13 @@ export bridges it as follows (`docs/device.md` has the measured cost of each):
    this model's search up to `max_symbols`. With `repeat=r` the encoder graph outputs every
    frame r times: greedy search on the repeated frames is greedy search with at most r labels
    per frame (a blank on a copy repeats on the next one, nothing having changed).
+4. The end of the audio. sherpa-onnx decodes only whole chunks of T fbank frames and needs one
+   frame beyond them; `SherpaRecognizer` appends (T + 1) hops of silence (zeros) so that every
+   frame of the audio is decoded, as sherpa-onnx's examples pad their input.
+
+sherpa-onnx's greedy search also treats a token named `<unk>` as a blank; tokens.txt names a
+SentencePiece vocabulary's `<unk>` U+2047 (sentencepiece's own rendering of it) so that it is
+emitted as this model's search emits it.
 
     python -m amnet.device.sherpa_layout --model=device.safetensors --stats=fbank_stats.json \
         --out=sherpa [--chunk=1] [--context=64] [--repeat=1]
@@ -43,26 +50,53 @@ from pathlib import Path
 import numpy as np
 
 from amnet.device.network import Network
-from amnet.device.onnx_model import _Graph, _value, joiner, write_tokens
+from amnet.device.onnx_model import (
+    GRAPHS,
+    TOKEN_NAMES,
+    _Graph,
+    _value,
+    check_graphs,
+    joiner,
+    read_dense,
+    write_tokens,
+)
 from amnet.device.spec import METADATA_KEY, DeviceSpec, SpecError
 from neuraldiff import model_file
 
-GRAPHS = ("encoder", "decoder", "joiner")
-# sherpa-onnx's fixed fbank settings (samples in [-1, 1]: its normalize_samples=True)
+# sherpa-onnx's fbank settings: fixed in its feature extractor (not options of its recognizer),
+# but for the dither; samples in [-1, 1] (its normalize_samples=True)
 FBANK = {"window_type": "povey", "preemph_coeff": 0.97, "remove_dc_offset": True, "dither": 0.0}
+MIN_STD = 1e-3  # a bin that never varies (a silent band); the floor of the model's own CMVN
+FRONTEND_KEYS = ("sample_rate", "win_length", "hop_length", "num_mels", "f_min", "f_max",
+                 "stack")
+SHERPA_TOKEN_NAMES = {**TOKEN_NAMES, "<unk>": "\u2047"}  # its search skips a token named <unk>
 
 
-def _check_frontend(frontend: dict) -> None:
+def _check_frontend(frontend: dict, where: str = "frontend") -> None:
+    missing = [k for k in FRONTEND_KEYS if k not in frontend]
+    if missing:
+        raise SpecError(f"{where}: no {', '.join(missing)} in the frontend")
     rate = int(frontend["sample_rate"])
     for key, ms in (("win_length", 25), ("hop_length", 10)):
         if int(frontend[key]) * 1000 != ms * rate:
-            raise SpecError(f"frontend {key}={frontend[key]} samples at {rate} Hz: "
+            raise SpecError(f"{where}: {key}={frontend[key]} samples at {rate} Hz; "
                             f"sherpa-onnx's fbank uses {ms} ms")
+
+
+def _check_statistics(stats: dict, mels: int, where: str) -> None:
+    for key in ("mean", "std"):
+        value = np.asarray(stats.get(key, []), np.float64)
+        if value.shape != (mels,):
+            raise SpecError(f"{where}: fbank statistics {key!r} of {value.size} bins for a "
+                            f"{mels}-bin model")
+        if not np.all(np.isfinite(value)) or (key == "std" and np.any(value <= 0)):
+            raise SpecError(f"{where}: fbank statistics {key!r} not finite"
+                            + (" and positive" if key == "std" else ""))
 
 
 def fbank(audio: np.ndarray, frontend: dict) -> np.ndarray:
     """audio `[S]` float32 in [-1, 1] -> kaldi fbank `[F, num_mels]` as sherpa-onnx computes it
-    for this frontend (`recognizer` passes the same settings), F = 1 + (S - win) // hop."""
+    for this frontend (its fixed settings: `FBANK`), F = 1 + (S - win) // hop (0 if S < win)."""
     import kaldi_native_fbank as knf
 
     _check_frontend(frontend)
@@ -91,17 +125,18 @@ def fbank_statistics(audios: Iterable[np.ndarray], frontend: dict) -> dict:
     if count == 0:
         raise ValueError("no fbank frames: every utterance is shorter than one window")
     mean = total / count
-    std = np.sqrt(np.maximum(square / count - mean * mean, 1e-10))
+    std = np.maximum(np.sqrt(np.maximum(square / count - mean * mean, 0.0)), MIN_STD)
     return {"mean": mean.astype(np.float32).tolist(), "std": std.astype(np.float32).tolist(),
             "frames": count}
 
 
-def _encoder(net: Network, spec: DeviceSpec, stats: dict, chunk: int, repeat: int, metadata):
+def _encoder(net: Network, spec: DeviceSpec, stats: dict, chunk: int, repeat: int, metadata,
+             where: str):
     layers = net.encoder.branches[0]
-    if {(layer.output_dim, layer.hidden) for layer in layers} != {(layers[0].output_dim,
-                                                                   layers[0].hidden)}:
-        raise SpecError("sherpa-onnx stacks the encoder states: every layer needs the same "
-                        "sizes")
+    sizes = [(layer.output_dim, layer.hidden) for layer in layers]
+    if len(set(sizes)) != 1:
+        raise SpecError(f"{where}: sherpa-onnx stacks the encoder states, so every layer needs "
+                        f"the same (output, hidden) sizes, not {sizes}")
     mels, stack = int(spec.frontend["num_mels"]), int(spec.frontend["stack"])
     g = _Graph()
     x = g.op("Div", g.op("Sub", "x", g.const("fbank_mean", np.asarray(stats["mean"], np.float32))),
@@ -187,56 +222,60 @@ def export(model_path: str | Path, out_dir: str | Path, stats: dict, chunk: int 
       repeat: copies of each encoder frame (at most `repeat` labels per frame).
 
     Raises:
-      SpecError: the file is no recognizer, its encoder is branched, or its frontend is not
-        sherpa-onnx's frame layout.
+      SpecError: naming the model file: it is no recognizer; its encoder is branched, or its
+        layers differ in size; its frontend is not sherpa-onnx's frame layout; its blank is not
+        0; the statistics do not fit it; the context does not fit its predictor; chunk or
+        repeat < 1.
     """
     import onnx
 
-    model = model_file.read(model_path)
-    spec = DeviceSpec.from_metadata(model.metadata, str(model_path))
-    if len(spec.branches) != 1 or spec.branches[0].kind != "dense":
-        raise SpecError(f"{model_path}: sherpa-onnx export supports a dense single-branch "
-                        f"encoder, not {spec.model['encoder_branches']}")
-    _check_frontend(spec.frontend)
+    spec, net = read_dense(model_path, "sherpa-onnx export")
+    where = str(model_path)
+    _check_frontend(spec.frontend, where)
     if int(spec.model["blank"]) != 0:
-        raise SpecError(f"{model_path}: blank id {spec.model['blank']}; sherpa-onnx's is 0")
-    mels = int(spec.frontend["num_mels"])
-    if len(stats["mean"]) != mels or len(stats["std"]) != mels:
-        raise SpecError(f"fbank statistics of {len(stats['mean'])} bins for a {mels}-bin model")
-    net = Network(spec, model.params)
+        raise SpecError(f"{where}: blank id {spec.model['blank']}; sherpa-onnx's is 0")
+    _check_statistics(stats, int(spec.frontend["num_mels"]), where)
     if net.predictor.stateless:
         if context not in (None, net.predictor.context):
-            raise SpecError(f"the stateless predictor's context is {net.predictor.context}, "
-                            f"not {context}")
+            raise SpecError(f"{where}: the stateless predictor's context is "
+                            f"{net.predictor.context}, not {context}")
         context = net.predictor.context
     elif context is None or context < 1:
-        raise SpecError("an LSTM predictor needs the decoder's label window: context >= 1")
+        raise SpecError(f"{where}: an LSTM predictor needs the decoder's label window: "
+                        f"context >= 1, not {context}")
     if chunk < 1 or repeat < 1:
-        raise SpecError(f"chunk={chunk} and repeat={repeat} must be >= 1")
+        raise SpecError(f"{where}: chunk={chunk} and repeat={repeat} must be >= 1")
     metadata = {METADATA_KEY: spec.to_json()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save(_encoder(net, spec, stats, chunk, repeat, metadata), out / "encoder.onnx")
+    onnx.save(_encoder(net, spec, stats, chunk, repeat, metadata, where), out / "encoder.onnx")
     onnx.save(_decoder(net, context, metadata), out / "decoder.onnx")
     onnx.save(joiner(net, ("encoder_out", "N"), ("decoder_out", "N"), "logit", metadata),
               out / "joiner.onnx")
-    write_tokens(spec, out / "tokens.txt")
+    write_tokens(spec, out / "tokens.txt", SHERPA_TOKEN_NAMES)
     return out
 
 
 class SherpaRecognizer:
     """sherpa-onnx's own `OnlineRecognizer` (greedy search) over an exported directory, with
-    the frontend settings `fbank` uses."""
+    the frontend of the model the encoder graph carries (its metadata) and the settings `fbank`
+    uses."""
 
-    def __init__(self, directory: str | Path, frontend: dict, threads: int = 1):
+    def __init__(self, directory: str | Path, threads: int = 1):
+        d = Path(directory)
+        check_graphs(d, "export with `python -m amnet.device.sherpa_layout`")
+        import onnx
         import sherpa_onnx
 
-        d = Path(directory)
-        missing = [n for n in GRAPHS if not (d / f"{n}.onnx").is_file()]
-        if missing:
-            raise SpecError(f"{d}: no {', '.join(f'{n}.onnx' for n in missing)}")
-        _check_frontend(frontend)
+        encoder = d / "encoder.onnx"
+        metadata = {p.key: p.value for p in onnx.load(encoder, load_external_data=False)
+                    .metadata_props}
+        spec = DeviceSpec.from_metadata(metadata, str(encoder))
+        frontend = spec.frontend
+        _check_frontend(frontend, str(encoder))
         self.sample_rate = int(frontend["sample_rate"])
+        # (T + 1) hops of silence: sherpa-onnx decodes a chunk of T frames once one more exists
+        self.tail = (int(metadata["T"]) + 1) * int(frontend["hop_length"])
         self.recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
             tokens=str(d / "tokens.txt"), encoder=str(d / "encoder.onnx"),
             decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"),
@@ -246,14 +285,31 @@ class SherpaRecognizer:
             decoding_method="greedy_search")
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, list[str]]:
-        """audio `[S]` float32 in [-1, 1] at the model's rate -> (text, token texts)."""
+        """audio `[S]` float32 in [-1, 1] at the model's rate -> (text, the tokens' names in
+        tokens.txt). The audio is followed by `tail` zero samples."""
         stream = self.recognizer.create_stream()
-        stream.accept_waveform(self.sample_rate, np.asarray(audio, np.float32))
+        stream.accept_waveform(self.sample_rate, padded(audio, self.tail))
         stream.input_finished()
         while self.recognizer.is_ready(stream):
             self.recognizer.decode_stream(stream)
         result = self.recognizer.get_result_all(stream)
         return " ".join(result.text.replace("\u2581", " ").split()), list(result.tokens)
+
+
+def padded(audio: np.ndarray, tail: int) -> np.ndarray:
+    """audio `[S]` -> `[S + tail]` float32, zeros appended."""
+    audio = np.asarray(audio, np.float32)
+    return np.concatenate([audio, np.zeros(tail, np.float32)])
+
+
+def _read_statistics(path: str) -> dict:
+    try:
+        stats = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON fbank statistics ({e})") from e
+    if not isinstance(stats, dict):
+        raise ValueError(f"{path}: fbank statistics must be a JSON object with mean and std")
+    return stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="labels per encoder frame at most")
     args = p.parse_args(argv)
     try:
-        stats = json.loads(Path(args.stats).read_text())
+        stats = _read_statistics(args.stats)
         out = export(args.model, args.out, stats, args.chunk, args.context, args.repeat)
-    except (OSError, ValueError, KeyError, model_file.ModelFileError) as e:
+    except (OSError, ValueError, model_file.ModelFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(", ".join(f"{n}.onnx {(out / f'{n}.onnx').stat().st_size:,} B" for n in GRAPHS))

@@ -6,13 +6,14 @@ is named."""
 import numpy as np
 import pytest
 
+from amnet.device import onnx_model
 from amnet.device.network import Network
 from amnet.device.recognizer import Recognizer
 from amnet.device.spec import METADATA_KEY, SpecError
 from neuraldiff import model_file
 from tests.helpers import SEARCH, random_model, transcribe_cli, wav_bytes
 
-onnx_model = pytest.importorskip("amnet.device.onnx_model")
+pytest.importorskip("onnx", reason="the ONNX tests need the extra `onnx`")
 pytest.importorskip("onnxruntime", reason="the ONNX tests need the extra `onnx`")
 
 
@@ -103,3 +104,14 @@ def test_a_branched_encoder_is_refused_by_name(tmp_path):
                                         r"'lowrank\(3\)', 'sparse\(0.8\)'\]"):
         onnx_model.export(path, tmp_path / "out")
     assert onnx_model.main([f"--model={path}", f"--out={tmp_path / 'out'}"]) == 1
+
+
+def test_an_initializer_name_is_reused_only_for_the_same_value():
+    g = onnx_model._Graph()
+    assert g.const("w", np.ones((2, 3), np.float32)) == "w"
+    assert g.const("w", np.ones((2, 3), np.float32)) == "w"  # a layer unrolled: one copy
+    assert len(g.initializers) == 1
+    with pytest.raises(ValueError, match=r"'w' added twice with different values"):
+        g.const("w", np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"float32\[2, 3\] and int64\[\]"):
+        g.const("w", np.array(1, np.int64))
