@@ -53,15 +53,61 @@ from amnet.rnnt.flops import LinearSpec, block_grid  # noqa: E402
 from amnet.training import rundir  # noqa: E402
 
 
-def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
-    """onnxruntime networks of the model, float32 and dynamic int8 (`amnet.device.onnx_model`),
-    with their graphs' bytes."""
-    from amnet.device import onnx_model
+def _trained(run_dir: Path, data_dir: str | None):
+    """A finished run's config, device spec, flat parameters, and the JAX engine's test
+    transcripts by utterance id (its outputs.jsonl)."""
+    from amnet import export
+    from amnet.training import checkpointing
+    from neuraldiff import updates
+
+    config = rundir.read_run_config(run_dir, data_dir)
+    jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
+                                        .splitlines())}
+    return (config, export.device_spec(config),
+            updates.flat(checkpointing.load_params(run_dir)[0]), jax_rows)
+
+
+def _model_file(spec: DeviceSpec, params: dict, out_dir: Path) -> Path:
+    """The model as a device model file in `out_dir` (what the exports read)."""
     from amnet.device.spec import METADATA_KEY
     from neuraldiff import model_file
 
     path = out_dir / "device.safetensors"
     model_file.save(path, params, metadata={METADATA_KEY: spec.to_json()})
+    return path
+
+
+def _against_jax(transcribe, decoder: str, config, jax_rows: dict, utterances: int,
+                 sample_rate: int) -> tuple[int, int, float, float, float]:
+    """The first `utterances` of the test split through `transcribe(speech) -> text` against
+    the JAX engine's `decoder` transcripts: (utterances, identical, WER, JAX WER, RTF)."""
+    import jiwer
+
+    source = datasets.open_dataset(config, config.data.test_split)
+    count = min(utterances, len(source))
+    same, refs, hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
+    for i in range(count):
+        example = source[i]
+        uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
+        start = time.perf_counter()
+        text = transcribe(example["speech"])
+        compute += time.perf_counter() - start
+        audio_s += example["speech"].shape[0] / sample_rate
+        expected = jax_rows[uid]
+        same += text == expected[decoder]
+        refs.append(expected["reference"])
+        hyps.append(text)
+        jax_hyps.append(expected[decoder])
+    wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in x]) for x in (hyps, jax_hyps))
+    return count, same, wer, jax_wer, compute / audio_s
+
+
+def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
+    """onnxruntime networks of the model, float32 and dynamic int8 (`amnet.device.onnx_model`),
+    with their graphs' bytes."""
+    from amnet.device import onnx_model
+
+    path = _model_file(spec, params, out_dir)
     fp32 = onnx_model.export(path, out_dir / "fp32")
     int8 = onnx_model.quantize(fp32, out_dir / "int8")
     return {name: (onnx_model.OnnxNetwork(d),
@@ -72,16 +118,10 @@ def _onnx_networks(spec: DeviceSpec, params: dict, out_dir: Path) -> dict:
 def parity(run_dir: Path, data_dir: str | None, utterances: int,
            onnx_dir: Path | None = None) -> list[str]:
     """With `onnx_dir`, the same for the ONNX graphs run by onnxruntime (fp32, int8)."""
-    import jiwer
-
-    from amnet import export
     from amnet.rnnt import lm
-    from amnet.training import checkpointing
     from neuraldiff import updates
 
-    config = rundir.read_run_config(run_dir, data_dir)
-    spec = export.device_spec(config)
-    params = updates.flat(checkpointing.load_params(run_dir)[0])
+    config, spec, params, jax_rows = _trained(run_dir, data_dir)
     fusion = search.Fusion.of([lm.load(run_dir / shallow_fusion.LM_FILE)], [config.lm.weight],
                               config.lm.length_bonus)
     bound = {"max_length": spec.max_length}  # the JAX decoders' label bound
@@ -102,30 +142,14 @@ def parity(run_dir: Path, data_dir: str | None, utterances: int,
             ("beam", runtime, Recognizer(spec, **model, beam=config.eval.beam, **bound)),
             ("beam_lm", runtime, Recognizer(spec, **model, beam=config.lm.beam, fusion=fusion,
                                             **bound))]
-    jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
-                                        .splitlines())}
-    source = datasets.open_dataset(config, config.data.test_split)
-    count = min(utterances, len(source))
     rows = ["| decoder | runtime (model bytes) | utterances | identical to JAX | WER device "
             "| WER JAX | RTF |", "|---|---|---:|---:|---:|---:|---:|"]
     for name, runtime, recognizer in recognizers:
-        same, refs, device_hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
-        for i in range(count):
-            example = source[i]
-            uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
-            start = time.perf_counter()
-            text = recognizer.transcribe(example["speech"]).text
-            compute += time.perf_counter() - start
-            audio_s += example["speech"].shape[0] / recognizer.sample_rate
-            expected = jax_rows[uid]
-            same += text == expected[name]
-            refs.append(expected["reference"])
-            device_hyps.append(text)
-            jax_hyps.append(expected[name])
-        device_wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in hyps])
-                               for hyps in (device_hyps, jax_hyps))
+        count, same, device_wer, jax_wer, rtf = _against_jax(
+            lambda speech, r=recognizer: r.transcribe(speech).text, name, config, jax_rows,
+            utterances, recognizer.sample_rate)
         rows.append(f"| {name} | {runtime} ({runtimes[runtime][1]:,}) | {count} | {same} | "
-                    f"{device_wer:.2%} | {jax_wer:.2%} | {compute / audio_s:.4f} |")
+                    f"{device_wer:.2%} | {jax_wer:.2%} | {rtf:.4f} |")
     return rows
 
 
@@ -137,28 +161,15 @@ def sherpa(run_dir: Path, data_dir: str | None, utterances: int, out_dir: Path,
     encoder graph's fbank statistics come from the first `train_utterances` of the training
     split; an LSTM predictor's window holds `max_length` + 1 labels (every hypothesis the JAX
     decoder can produce: exact)."""
-    import jiwer
-
-    from amnet import export
     from amnet.device import features, sherpa_layout
-    from amnet.device.spec import METADATA_KEY
-    from amnet.training import checkpointing
-    from neuraldiff import model_file, updates
 
-    config = rundir.read_run_config(run_dir, data_dir)
-    spec = export.device_spec(config)
-    params = updates.flat(checkpointing.load_params(run_dir)[0])
-    path = out_dir / "device.safetensors"
-    model_file.save(path, params, metadata={METADATA_KEY: spec.to_json()})
+    config, spec, params, jax_rows = _trained(run_dir, data_dir)
+    path = _model_file(spec, params, out_dir)
     train = datasets.open_dataset(config, config.data.train_split)
     stats = sherpa_layout.fbank_statistics(
         (features.to_float(train[i]["speech"]) for i in range(min(train_utterances,
                                                                     len(train)))),
         spec.frontend)
-    jax_rows = {r["id"]: r for r in map(json.loads, (run_dir / "outputs.jsonl").read_text()
-                                        .splitlines())}
-    source = datasets.open_dataset(config, config.data.test_split)
-    count = min(utterances, len(source))
     context = None if spec.model["predictor"] == "stateless" else spec.max_length + 1
     rows = [f"fbank statistics: {stats['frames']:,} frames of {min(train_utterances, len(train))}"
             " training utterances", "",
@@ -169,23 +180,11 @@ def sherpa(run_dir: Path, data_dir: str | None, utterances: int, out_dir: Path,
         directory = sherpa_layout.export(path, out_dir / f"sherpa_r{repeat}", stats,
                                          context=context, repeat=repeat)
         recognizer = sherpa_layout.SherpaRecognizer(directory)
-        same, refs, hyps, jax_hyps, compute, audio_s = 0, [], [], [], 0.0, 0.0
-        for i in range(count):
-            example = source[i]
-            uid = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
-            audio = features.to_float(example["speech"])
-            start = time.perf_counter()
-            text, _ = recognizer.transcribe(audio)
-            compute += time.perf_counter() - start
-            audio_s += audio.shape[0] / recognizer.sample_rate
-            expected = jax_rows[uid]
-            same += text == expected["greedy"]
-            refs.append(expected["reference"])
-            hyps.append(text)
-            jax_hyps.append(expected["greedy"])
-        wer, jax_wer = (jiwer.wer(refs, [h or "<empty>" for h in x]) for x in (hyps, jax_hyps))
+        count, same, wer, jax_wer, rtf = _against_jax(
+            lambda speech, r=recognizer: r.transcribe(speech)[0], "greedy", config, jax_rows,
+            utterances, recognizer.sample_rate)
         rows.append(f"| greedy, <= {repeat} label(s)/frame | sherpa-onnx {_sherpa_version()} | "
-                    f"{count} | {same} | {wer:.2%} | {jax_wer:.2%} | {compute / audio_s:.4f} |")
+                    f"{count} | {same} | {wer:.2%} | {jax_wer:.2%} | {rtf:.4f} |")
     return rows
 
 

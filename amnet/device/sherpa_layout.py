@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amnet.device.features import to_float
 from amnet.device.network import Network
 from amnet.device.onnx_model import (
     GRAPHS,
@@ -285,10 +286,10 @@ class SherpaRecognizer:
             decoding_method="greedy_search")
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, list[str]]:
-        """audio `[S]` float32 in [-1, 1] at the model's rate -> (text, the tokens' names in
-        tokens.txt). The audio is followed by `tail` zero samples."""
+        """audio `[S]` (int16, or float in [-1, 1]) at the model's rate -> (text, the tokens'
+        names in tokens.txt). The audio is followed by `tail` zero samples."""
         stream = self.recognizer.create_stream()
-        stream.accept_waveform(self.sample_rate, padded(audio, self.tail))
+        stream.accept_waveform(self.sample_rate, padded(to_float(audio), self.tail))
         stream.input_finished()
         while self.recognizer.is_ready(stream):
             self.recognizer.decode_stream(stream)
